@@ -1,0 +1,48 @@
+"""Domain errors shared by the CLI, the trainers, export and (later) the gRPC layer.
+
+Each error names what was wrong (a config field or a file) so the CLI can print one line and
+the server can map it to a status code without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class EdgetuneError(Exception):
+    """Base class: anything a user or client can cause."""
+
+    exit_code = 2
+
+    def __init__(self, subject: str, message: str):
+        self.subject = subject
+        self.message = message
+        super().__init__(f"{subject}: {message}")
+
+
+class InvalidArgument(EdgetuneError):
+    """A config field or argument has a bad value. ``subject`` is the field name."""
+
+
+class DataError(EdgetuneError):
+    """A dataset cannot be used as given. ``subject`` names the file or folder."""
+
+    def __init__(self, subject: str, message: str, files: list[str] | None = None):
+        super().__init__(subject, message)
+        self.files = files or []
+
+
+class WeightsError(EdgetuneError):
+    """Base weights are missing or do not fit the architecture. ``subject`` is the file."""
+
+
+class NotFound(EdgetuneError):
+    """A run, bundle or catalog entry does not exist."""
+
+
+class ParityError(EdgetuneError):
+    """ONNX Runtime outputs differ from PyTorch beyond the spec's tolerance: the export fails."""
+
+    exit_code = 3
+
+    def __init__(self, subject: str, message: str, report: object | None = None):
+        super().__init__(subject, message)
+        self.report = report

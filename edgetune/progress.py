@@ -1,0 +1,88 @@
+"""Progress events from long work, and the sinks that show them.
+
+Trainers and export emit typed events to a sink (any callable). The terminal sink redraws one
+line with epoch/step, loss and ETA when stderr is a TTY and prints only per-epoch lines
+otherwise, so logs stay quiet. The server (later) persists the same events.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TextIO, Union
+
+
+@dataclass
+class StepProgress:
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    eta_s: float
+
+
+@dataclass
+class EpochEnd:
+    epoch: int
+    epochs: int
+    metrics: dict[str, float]
+    seconds: float
+    best: bool
+
+
+@dataclass
+class LogLine:
+    message: str
+    level: str = "info"
+    time: float = field(default_factory=time.time)
+
+
+Event = Union[StepProgress, EpochEnd, LogLine]
+ProgressSink = Callable[[Event], None]
+
+
+def silent(event: Event) -> None:
+    """A sink that drops everything."""
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class TerminalProgress:
+    """Shows events on a stream; live step updates only when the stream is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None, min_interval_s: float = 0.2):
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+        self._dirty = False
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StepProgress):
+            now = time.monotonic()
+            if self.live and (now - self._last >= self.min_interval_s or event.step == event.steps):
+                self._last = now
+                self.stream.write(f"\repoch {event.epoch}/{event.epochs} step {event.step}/{event.steps} "
+                                  f"loss {event.loss:.4f} lr {event.lr:.2e} ETA {_fmt_eta(event.eta_s)}\x1b[K")
+                self.stream.flush()
+                self._dirty = True
+            return
+        self._clear()
+        if isinstance(event, EpochEnd):
+            m = " ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+            self.stream.write(f"epoch {event.epoch}/{event.epochs} {m} ({event.seconds:.1f}s)"
+                              f"{' *best' if event.best else ''}\n")
+        elif isinstance(event, LogLine):
+            self.stream.write(f"{event.message}\n")
+        self.stream.flush()
+
+    def _clear(self) -> None:
+        if self._dirty:
+            self.stream.write("\r\x1b[K")
+            self._dirty = False

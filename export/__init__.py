@@ -1,0 +1,1 @@
+"""Export: ONNX through torch.onnx (dynamo), the parity gate, bundles and the ONNX Runtime predictor."""

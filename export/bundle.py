@@ -1,0 +1,163 @@
+"""Bundles: ``export_bundle(run_dir, out_dir)`` turns a run into a verified, self-describing folder.
+
+BUNDLE/
+  model.onnx      labels, preprocessing and task also in its metadata_props
+  manifest.json   labels, preprocessing, input/output names and shapes, opset, sha256 of each
+                  file, source run, parity report, and ``valid: true``
+
+Built in a temp folder and renamed into place only when the parity gate passes. On failure the
+folder is kept as ``BUNDLE.invalid`` (manifest ``valid: false``) for diagnosis and ParityError
+is raised, so no bundle is ever marked valid without passing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy
+
+import edgetune
+from edgetune.errors import InvalidArgument, NotFound, ParityError
+from edgetune.imaging import normalize
+from edgetune.progress import LogLine, ProgressSink, silent
+from edgetune.trainers.checkpoint import save_json
+from edgetune.trainers.run import RunFiles, load_run_model
+
+from .onnx_export import export_onnx
+from .parity import check_parity
+from .runtime import create_session
+from .specs import EXPORT_SPECS
+
+BUNDLE_FORMAT = "edgetune.bundle/v1"
+
+
+@dataclass
+class BundleResult:
+    dir: Path
+    manifest: dict
+
+    @property
+    def parity(self) -> dict:
+        return self.manifest["parity"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def held_out_inputs(run_dir: Path, preprocessing) -> np.ndarray:
+    """The run's saved validation images, normalized exactly as on a device."""
+    path = RunFiles(run_dir).parity_samples
+    if not path.is_file():
+        raise NotFound(str(run_dir), "run has no parity_samples.safetensors")
+    return normalize(load_numpy(str(path))["pixels"], preprocessing)
+
+
+def held_out_paths(run_dir: Path) -> list[str]:
+    """Source files of the saved validation images."""
+    from safetensors import safe_open
+
+    with safe_open(str(RunFiles(run_dir).parity_samples), "np") as f:
+        return json.loads((f.metadata() or {}).get("paths", "[]"))
+
+
+def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto", force: bool = False,
+                  atol: float | None = None, progress: ProgressSink = silent) -> BundleResult:
+    """Export a run's best checkpoint, gate it on parity, and write the bundle.
+
+    Args:
+        atol: overrides the spec's max abs diff tolerance (default 1e-4 in fp32).
+
+    Raises:
+        ParityError: ONNX Runtime disagrees with PyTorch; nothing valid is written.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.exists() and not force:
+        raise InvalidArgument("out", f"{out_dir} exists; pass --force to replace it")
+    spec = EXPORT_SPECS["image_classification"]
+    if atol is not None:
+        if not atol > 0:
+            raise InvalidArgument("atol", f"must be > 0, got {atol}")
+        spec = dataclasses.replace(spec, atol=atol)
+    run = load_run_model(run_dir)
+    held_out = held_out_inputs(run_dir, run.preprocessing)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        metadata = {"edgetune.task": spec.task, "edgetune.labels": run.classes,
+                    "edgetune.preprocessing": run.preprocessing.to_dict(),
+                    "edgetune.source_run": str(run_dir.resolve()), "edgetune.version": edgetune.__version__}
+        t0 = time.monotonic()
+        model_path = export_onnx(run.model, torch.from_numpy(held_out[:2]), spec, tmp / "model.onnx", metadata)
+        progress(LogLine(f"exported ONNX opset {spec.opset} in {time.monotonic() - t0:.1f}s; checking parity"))
+        session = create_session(model_path, device)
+        size = run.preprocessing.size
+        manifest = {
+            "format": BUNDLE_FORMAT, "valid": False, "task": spec.task,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "edgetune_version": edgetune.__version__,
+            "labels": run.classes, "preprocessing": run.preprocessing.to_dict(),
+            "inputs": [{"name": spec.input_name, "dtype": "float32", "shape": ["batch", 3, size, size]}],
+            "outputs": [{"name": spec.output_name, "dtype": "float32", "shape": ["batch", len(run.classes)]}],
+            "opset": spec.opset,
+            "source_run": {"dir": str(run_dir.resolve()), "arch": run.arch, "method": run.meta.get("method"),
+                           "epoch": run.meta.get("epoch"), "val_metrics": run.meta.get("metrics")},
+        }
+        try:
+            report = check_parity(run.model, session, spec, held_out)
+        except ParityError as e:
+            manifest["parity"] = e.report.to_dict() if e.report is not None else {"passed": False,
+                                                                                  "error": e.message}
+            _finish(tmp, manifest)
+            invalid = out_dir.with_name(out_dir.name + ".invalid")
+            shutil.rmtree(invalid, ignore_errors=True)
+            tmp.rename(invalid)
+            raise ParityError(e.subject, f"{e.message}; failed bundle kept at {invalid}", e.report) from None
+        manifest["parity"] = report.to_dict()
+        manifest["valid"] = True
+        _finish(tmp, manifest)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+        progress(LogLine(report.summary()))
+        return BundleResult(out_dir, manifest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _finish(folder: Path, manifest: dict) -> None:
+    manifest["files"] = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                         for p in sorted(folder.iterdir()) if p.name != "manifest.json"}
+    save_json(folder / "manifest.json", manifest)
+
+
+def verify_bundle(bundle_dir: str | Path) -> dict:
+    """Check a bundle is marked valid and every file matches its sha256; returns the manifest."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / "manifest.json"
+    if not path.is_file():
+        raise NotFound(str(bundle_dir), "not a bundle (no manifest.json)")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise InvalidArgument(str(path), f"unknown bundle format {manifest.get('format')!r}")
+    if not manifest.get("valid"):
+        raise InvalidArgument(str(bundle_dir), "bundle is not valid (it failed the parity gate)")
+    for name, entry in manifest["files"].items():
+        f = bundle_dir / name
+        if not f.is_file() or _sha256(f) != entry["sha256"]:
+            raise InvalidArgument(str(f), "missing or sha256 does not match the manifest")
+    return manifest

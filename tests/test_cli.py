@@ -1,0 +1,110 @@
+"""The `edgetune` command: bad input gives one line and exit 2; the real path works end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from edgetune.cli import main
+from edgetune.trainers.architectures import create_model
+from tests.conftest import write_pattern_folder
+
+
+def _train_args(data, out, *extra):
+    return ["train", "image", "--data", str(data), "--out", str(out), "--image-size", "32",
+            "--weights", "random", "--model", "resnet18", "--epochs", "1", *extra]
+
+
+def _one_line_error(capsys, code, expect_code=2):
+    """Progress lines may precede it, but the error is exactly one line, last, with no traceback."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == expect_code
+    errors = [line for line in err if line.startswith("edgetune: error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0], err
+    assert not any("Traceback" in line for line in err)
+    return errors[0]
+
+
+@pytest.fixture
+def bad_weights(tmp_path):
+    path = tmp_path / "r50.safetensors"
+    save_file(create_model("resnet50", 10, 32).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("unknown_arch", "model.arch"),
+    ("lr_zero", "optim.lr"),
+    ("epochs_zero", "optim.epochs"),
+    ("one_class", "need at least 2 classes"),
+    ("empty_class", "empty"),
+    ("corrupt", "broken.png"),
+    ("bad_weights", "r50.safetensors"),
+    ("missing_data", "/nonexistent"),
+])
+def test_bad_input_is_one_line_and_exit_2(case, expect, tmp_path, capsys, bad_weights):
+    data = write_pattern_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    args = {
+        "unknown_arch": _train_args(data, out, "--model", "resnet9000"),
+        "lr_zero": _train_args(data, out, "--lr", "0"),
+        "epochs_zero": _train_args(data, out, "--epochs", "0"),
+        "one_class": _train_args(write_pattern_folder(tmp_path / "one", classes=("x",)), out),
+        "empty_class": _train_args(data, out),
+        "corrupt": _train_args(data, out),
+        "bad_weights": _train_args(data, out, "--weights", str(bad_weights)),
+        "missing_data": _train_args("/nonexistent/data", out),
+    }[case]
+    if case == "empty_class":
+        (data / "empty").mkdir()
+    if case == "corrupt":
+        (data / "a" / "broken.png").write_bytes(b"not an image")
+    line = _one_line_error(capsys, main(args))
+    assert expect in line
+
+
+def test_errors_exit_2_without_traceback_in_a_real_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgetune.cli", "train", "image", "--data", str(tmp_path),
+                           "--out", str(tmp_path / "r"), "--lr", "-1"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "edgetune: error: optim.lr: must be > 0, got -1.0"
+
+
+def test_export_and_predict_errors(tmp_path, capsys):
+    assert "not a finished run" in _one_line_error(capsys, main(["export", str(tmp_path), "--out", str(tmp_path / "b")]))
+    assert "no manifest.json" in _one_line_error(capsys, main(["predict", str(tmp_path), "x.png"]))
+
+
+@pytest.mark.slow
+def test_digits_end_to_end_through_the_cli(digits_folder, tmp_path, capsys):
+    """Real weights, real data: fine-tune EfficientNet-Lite0 on digits, export, verify, predict."""
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    assert main(["train", "image", "--data", str(digits_folder), "--model", "efficientnet_lite0",
+                 "--method", "full", "--image-size", "48", "--epochs", "2", "--out", str(run)]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["weights"]["source"].startswith("catalog efficientnet_lite0.imagenet")
+    assert report["final"]["accuracy"] > 0.85  # chance is 0.10
+    assert report["final"]["macro_f1"] > 0.85
+
+    assert main(["export", str(run), "--out", str(bundle)]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["valid"] and manifest["parity"]["max_abs_diff"] <= 1e-4
+    assert manifest["parity"]["top1_agreement"] == 1.0
+
+    capsys.readouterr()
+    images = [str(p) for p in sorted((digits_folder / "4").glob("*.png"))[:5]]
+    assert main(["predict", str(bundle), *images, "--top-k", "3", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 5 and all(len(r["top"]) == 3 for r in rows)
+    assert sum(r["top"][0]["label"] == "4" for r in rows) >= 4
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnet_lite0.imagenet (available)" in out and "vit_base_patch16_224" in out

@@ -1,0 +1,1 @@
+"""Training: architectures, local base weights, datasets, configs and the image recipe."""

@@ -1,0 +1,63 @@
+"""Atomic checkpoint files: write to a temp file, fsync, rename, fsync the directory.
+
+A crash at any instant leaves either the previous file or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, then durably replace ``path`` with it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_json(path: str | Path, obj) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
+
+
+def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_numpy(path: str | Path, arrays: dict, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.numpy import save_file as save_numpy_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    atomic_write(path, lambda tmp: save_numpy_file(arrays, tmp, metadata=metadata))
+
+
+def save_training_state(path: str | Path, state: dict) -> None:
+    """Everything a resume needs (model, optimizer, scheduler, RNG, counters); tensors and plain
+    Python values only, so it loads with ``torch.load(weights_only=True)``."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_training_state(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)

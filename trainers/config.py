@@ -1,0 +1,224 @@
+"""One typed training config: dataclasses with checks in ``__post_init__``, YAML and overrides.
+
+Precedence: method defaults < YAML file < ``--set section.field=value`` / CLI flags.
+The resolved config is saved in every run as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from edgetune.errors import InvalidArgument
+
+from .architectures import check_image_size, get_arch
+
+METHODS = ("full", "linear_probe", "lora")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Sensible starting points per method; any of them can be overridden.
+METHOD_DEFAULTS: dict[str, dict] = {
+    "full": {"lr": 1e-3, "weight_decay": 0.05, "epochs": 5},
+    "linear_probe": {"lr": 1e-2, "weight_decay": 0.0, "epochs": 5},
+    "lora": {"lr": 2e-3, "weight_decay": 0.01, "epochs": 5},
+}
+
+
+def _require(ok: bool, name: str, msg: str) -> None:
+    if not ok:
+        raise InvalidArgument(name, msg)
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are prepared."""
+
+    path: str = ""  # ImageFolder directory, .zip / .tar.gz of one, or a CSV manifest (path,label)
+    val_path: str | None = None  # explicit validation set; otherwise a stratified split of `path`
+    val_fraction: float = 0.2
+    image_size: int = 224
+    augment: bool = True  # random resized crop + small colour jitter on training images
+    hflip: bool = False  # horizontal flips (off by default: wrong for digits and text)
+    skip_corrupt: bool = False  # skip unreadable images instead of failing the run
+
+    def __post_init__(self):
+        _require(0.0 < self.val_fraction < 0.9, "data.val_fraction", f"must be in (0, 0.9), got {self.val_fraction}")
+        _require(self.image_size >= 16, "data.image_size", f"must be >= 16, got {self.image_size}")
+
+
+@dataclass
+class ModelConfig:
+    """Which architecture and which local base weights."""
+
+    arch: str = "efficientnet_lite0"
+    weights: str = "catalog"  # "catalog", "random", a catalog entry name, or a weights file/dir
+    init_from: str | None = None  # an earlier run to re-tune (same labels)
+
+    def __post_init__(self):
+        get_arch(self.arch)
+        _require(bool(self.weights), "model.weights", "must not be empty")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter settings (method=lora); targets come from the architecture registry."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        _require(self.r >= 1, "lora.r", f"must be >= 1, got {self.r}")
+        _require(self.alpha > 0, "lora.alpha", f"must be > 0, got {self.alpha}")
+        _require(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation; ``None`` fields take the method's default."""
+
+    optimizer: str = "adamw"
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9  # SGD only
+    batch_size: int = 32
+    epochs: int | None = None
+    warmup_epochs: float = 0.5  # linear warmup, then the schedule
+    schedule: str = "cosine"
+    label_smoothing: float = 0.1
+    grad_accum: int = 1
+    early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
+    metric: str = "val_macro_f1"  # picks the best checkpoint and drives early stopping
+
+    def __post_init__(self):
+        _require(self.optimizer in OPTIMIZERS, "optim.optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        _require(self.lr is None or self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        _require(self.weight_decay is None or self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+        _require(self.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.epochs is None or self.epochs >= 1, "optim.epochs", f"must be >= 1, got {self.epochs}")
+        _require(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+        _require(self.schedule in SCHEDULES, "optim.schedule", f"must be one of {SCHEDULES}")
+        _require(0.0 <= self.label_smoothing < 1.0, "optim.label_smoothing", "must be in [0, 1)")
+        _require(self.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {self.grad_accum}")
+        _require(self.early_stopping_patience >= 0, "optim.early_stopping_patience", "must be >= 0")
+        _require(self.metric in METRICS, "optim.metric", f"must be one of {METRICS}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one image fine-tuning run needs."""
+
+    method: str = "full"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        _require(self.method in METHODS, "method", f"must be one of {METHODS}, got {self.method!r}")
+        _require(self.device in DEVICES, "device", f"must be one of {DEVICES}, got {self.device!r}")
+        check_image_size(self.model.arch, self.data.image_size)
+        defaults = METHOD_DEFAULTS[self.method]
+        for name in ("lr", "weight_decay", "epochs"):
+            if getattr(self.optim, name) is None:
+                setattr(self.optim, name, defaults[name])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _coerce(value, tp, name: str):
+    """Convert a YAML/CLI value to the annotated field type, naming the field on failure."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0], name)
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(name, f"expected {tp.__name__}, got {value!r}") from None
+    return value
+
+
+def _build(cls, values: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if key not in fields:
+            raise InvalidArgument(name, f"unknown setting; known: {', '.join(sorted(fields))}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise InvalidArgument(name, "expected a mapping")
+            kwargs[key] = _build(tp, value, f"{name}.")
+        else:
+            kwargs[key] = _coerce(value, tp, name)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise InvalidArgument(dotted, "is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(yaml_path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    """Build a validated TrainConfig from an optional YAML file and dotted overrides.
+
+    Args:
+        yaml_path: a YAML file with the same sections as TrainConfig.
+        overrides: ``{"optim.lr": "0.01", ...}``; values may be strings (coerced by field type).
+    """
+    tree: dict = {}
+    if yaml_path:
+        try:
+            tree = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise InvalidArgument("config", f"cannot read {yaml_path}: {e}") from None
+        if not isinstance(tree, dict):
+            raise InvalidArgument("config", f"{yaml_path} must hold a mapping")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    return _build(TrainConfig, tree, "")
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """Rebuild a saved (resolved) config."""
+    return _build(TrainConfig, d, "")

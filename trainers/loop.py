@@ -1,0 +1,148 @@
+"""The shared pieces of a training recipe: device, optimizer, schedule, one epoch, evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from edgetune.errors import InvalidArgument
+from edgetune.progress import ProgressSink, StepProgress
+
+from .config import OptimConfig
+from .metrics import confusion_matrix, summarize
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """Where and how tensors are computed. CUDA: bf16 autocast and channels_last; CPU: fp32."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def describe(self) -> str:
+        amp = f"{self.autocast_dtype}".replace("torch.", "") if self.autocast_dtype else "fp32"
+        return f"{self.device.type} ({amp}{', channels_last' if self.channels_last else ''})"
+
+
+def resolve_device(name: str) -> DeviceSetup:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise InvalidArgument("device", "cuda requested but torch sees no CUDA device")
+        bf16 = torch.cuda.is_bf16_supported()
+        return DeviceSetup(torch.device("cuda"), torch.bfloat16 if bf16 else None, True)
+    return DeviceSetup(torch.device("cpu"), None, False)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD over trainable parameters; no weight decay on biases and norm weights."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
+    """Linear warmup for ``warmup_epochs``, then cosine to zero (or constant), per optimizer step."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class Normalizer(nn.Module):
+    """uint8 NCHW -> normalized float, on the device; the same arithmetic as edgetune.imaging."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+
+def _to_device(x: torch.Tensor, y: torch.Tensor, setup: DeviceSetup, norm: Normalizer):
+    x = norm(x.to(setup.device, non_blocking=True))
+    if setup.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(setup.device, non_blocking=True)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, sched,
+                    loss_fn: nn.Module, norm: Normalizer, setup: DeviceSetup, grad_accum: int,
+                    epoch: int, epochs: int, progress: ProgressSink) -> float:
+    """One pass over ``loader``; returns the mean training loss."""
+    steps = len(loader)
+    total, count = torch.zeros((), device=setup.device), 0
+    start = time.monotonic()
+    opt.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(loader):
+        x, y = _to_device(x, y, setup, norm)
+        with setup.autocast():
+            loss = loss_fn(model(x), y)
+        (loss / grad_accum).backward()
+        if (i + 1) % grad_accum == 0 or i + 1 == steps:
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        total += loss.detach() * len(y)
+        count += len(y)
+        if progress is not None:
+            elapsed = time.monotonic() - start
+            # .item() syncs the device; it is cheap next to a step and gives a live loss.
+            progress(StepProgress(epoch, epochs, i + 1, steps, float(loss.item()), sched.get_last_lr()[0],
+                                  elapsed / (i + 1) * (steps - i - 1)))
+    return float(total.item() / max(count, 1))
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, loader: DataLoader, norm: Normalizer, setup: DeviceSetup
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 logits and labels for every batch of ``loader`` (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for x, y in loader:
+        x, y = _to_device(x, y, setup, norm)
+        with setup.autocast():
+            out = model(x)
+        logits.append(out.float().cpu())
+        labels.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, norm: Normalizer,
+             setup: DeviceSetup, num_classes: int) -> tuple[dict[str, float], np.ndarray]:
+    """Validation loss, accuracy and macro-F1, and the confusion matrix."""
+    logits, labels = predict_logits(model, loader, norm, setup)
+    loss = float(loss_fn(logits, labels).item())
+    cm = confusion_matrix(labels.numpy(), logits.argmax(1).numpy(), num_classes)
+    s = summarize(cm)
+    return {"val_loss": loss, "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"]}, cm

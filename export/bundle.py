@@ -13,7 +13,6 @@ is raised, so no bundle is ever marked valid without passing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ import edgetune
 from edgetune.errors import InvalidArgument, NotFound, ParityError
 from edgetune.imaging import normalize
 from edgetune.progress import LogLine, ProgressSink, silent
-from edgetune.trainers.checkpoint import save_json
+from edgetune.trainers.checkpoint import save_json, sha256_file
 from edgetune.trainers.run import RunFiles, load_run_model
 
 from .onnx_export import export_onnx
@@ -49,14 +48,6 @@ class BundleResult:
     @property
     def parity(self) -> dict:
         return self.manifest["parity"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def held_out_inputs(run_dir: Path, preprocessing) -> np.ndarray:
@@ -140,7 +131,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
 
 
 def _finish(folder: Path, manifest: dict) -> None:
-    manifest["files"] = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in sorted(folder.iterdir()) if p.name != "manifest.json"}
     save_json(folder / "manifest.json", manifest)
 
@@ -158,6 +149,6 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
         raise InvalidArgument(str(bundle_dir), "bundle is not valid (it failed the parity gate)")
     for name, entry in manifest["files"].items():
         f = bundle_dir / name
-        if not f.is_file() or _sha256(f) != entry["sha256"]:
+        if not f.is_file() or sha256_file(f) != entry["sha256"]:
             raise InvalidArgument(str(f), "missing or sha256 does not match the manifest")
     return manifest

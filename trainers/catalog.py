@@ -13,7 +13,6 @@ Operators add entries with a YAML file named by ``$EDGETUNE_CATALOG``::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from safetensors.torch import load_file
 from edgetune.errors import InvalidArgument, WeightsError
 
 from .architectures import ARCHITECTURES, get_arch, head_name
+from .checkpoint import sha256_file
 
 
 @dataclass(frozen=True)
@@ -185,14 +185,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module.").removeprefix("model."): v for k, v in sd.items()}
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_base_weights(model: nn.Module, source: WeightsSource) -> dict:
     """Copy backbone weights from ``source`` into ``model``; the head stays freshly initialised.
 
@@ -233,7 +225,7 @@ def load_base_weights(model: nn.Module, source: WeightsSource) -> dict:
     head_module = model.get_submodule(head[:-1])
     nn.init.zeros_(head_module.weight)
     nn.init.zeros_(head_module.bias)
-    return {"source": source.describe(), "loaded_tensors": loaded, "sha256": file_sha256(source.path)}
+    return {"source": source.describe(), "loaded_tensors": loaded, "sha256": sha256_file(source.path)}
 
 
 def _resample_pos_embed(model: nn.Module, w: torch.Tensor) -> torch.Tensor:

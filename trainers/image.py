@@ -153,10 +153,12 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         set_train_mode(model, cfg.method)
         train_loss = train_one_epoch(model, train_loader, opt, sched, train_loss_fn, norm, setup,
                                      cfg.optim.grad_accum, epoch, epochs, progress)
+        train_seconds = time.monotonic() - t0
         val_metrics, _ = evaluate(model, val_loader, eval_loss_fn, norm, setup, len(classes))
         metrics = {"train_loss": train_loss, **val_metrics}
         seconds = time.monotonic() - t0
-        history.append({"epoch": epoch, **metrics, "seconds": seconds, "lr": sched.get_last_lr()[0]})
+        history.append({"epoch": epoch, **metrics, "seconds": seconds, "train_seconds": train_seconds,
+                        "lr": sched.get_last_lr()[0]})
         improved = _better(cfg.optim.metric, metrics[cfg.optim.metric], best_metric)
         if improved:
             best_metric, best_epoch, stale = metrics[cfg.optim.metric], epoch, 0

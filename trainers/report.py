@@ -73,6 +73,13 @@ def format_summary(report: dict) -> str:
     if report.get("before"):
         bm = report["before"]
         lines.append(f"before re-tuning: val accuracy {bm['val_accuracy']:.4f}, macro-F1 {bm['val_macro_f1']:.4f}")
-    worst = sorted(f["per_class"], key=lambda r: r["recall"])[:3]
-    lines.append("lowest recall: " + ", ".join(f"{r['class']} {r['recall']:.3f}" for r in worst))
+    rows = sorted(f["per_class"], key=lambda r: r["recall"])
+    if len(rows) <= 20:
+        lines.append(f"{'class':<16}{'precision':>10}{'recall':>8}{'support':>9}")
+        lines += [f"{r['class'][:15]:<16}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['support']:>9}"
+                  for r in sorted(rows, key=lambda r: r["class"])]
+    else:
+        lines.append("lowest recall: " + ", ".join(f"{r['class']} {r['recall']:.3f}" for r in rows[:5]))
+    lines.append(f"confusion matrix: {Path(report['run_dir']) / 'confusion.png'}; curves: "
+                 f"{Path(report['run_dir']) / 'curves.png'}")
     return "\n".join(lines)

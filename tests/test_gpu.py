@@ -1,0 +1,49 @@
+"""CUDA paths: bf16 autocast + channels_last training and the CUDA execution provider.
+
+Skipped cleanly on machines without a GPU (marker ``gpu``).
+"""
+
+import json
+
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgetune.export.bundle import export_bundle
+from edgetune.export.runtime import BundlePredictor
+from edgetune.trainers.config import load_config
+from edgetune.trainers.image import train_image
+from edgetune.trainers.loop import resolve_device
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def test_cuda_setup_uses_bf16_autocast_and_channels_last():
+    setup = resolve_device("auto")
+    assert setup.device.type == "cuda" and setup.channels_last
+    assert setup.autocast_dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+
+
+def test_train_on_cuda_and_export_with_the_cuda_provider(digits_folder, tmp_path):
+    cfg = load_config(overrides={"data.path": str(digits_folder), "data.image_size": 64, "optim.epochs": 2,
+                                 "device": "cuda"})
+    result = train_image(cfg, tmp_path / "run")
+    assert result.report["device"].startswith("cuda")
+    assert result.metrics["accuracy"] > 0.85
+    bundle = export_bundle(result.run_dir, tmp_path / "bundle", device="cuda")
+    assert "CUDAExecutionProvider" in bundle.parity["providers"]
+    assert bundle.parity["passed"]
+    predictor = BundlePredictor(bundle.dir, device="cuda")
+    assert predictor.session.get_providers()[0] == "CUDAExecutionProvider"
+    assert json.loads((bundle.dir / "manifest.json").read_text())["valid"]
+
+
+def test_cuda_provider_is_not_requested_without_torch_cuda(monkeypatch):
+    from edgetune.export.runtime import select_providers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_providers("auto") == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider" in ort.get_available_providers()

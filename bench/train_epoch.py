@@ -70,7 +70,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = write_digits_imagefolder(Path(tmp) / "digits")
         cfg = load_config(overrides={"data.path": str(data), "data.image_size": args.size, "data.augment": False,
-                                     "optim.epochs": args.epochs, "optim.batch_size": args.batch})
+                                     "optim.epochs": args.epochs, "optim.batch_size": args.batch,
+                                     "device": "cpu"})
         train, val, _ = load_image_data(str(data), None, args.size, cfg.data.val_fraction, False, cfg.seed)
         plain_train, plain_full, et_train, et_full = [], [], [], []
         for r in range(args.rounds):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from edgetune.digits import write_digits_imagefolder
 from edgetune.export.bundle import export_bundle, held_out_inputs, held_out_paths
-from edgetune.export.runtime import BundlePredictor
+from edgetune.errors import InvalidArgument
+from edgetune.export.runtime import BundlePredictor, create_session
 from edgetune.latency import measure_latency
 from edgetune.progress import LogLine, ProgressSink
 from edgetune.trainers.config import load_config
@@ -24,8 +25,13 @@ def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image
     """Run the whole path and return the figures it printed."""
     t0 = time.monotonic()
     workdir = Path(workdir)
-    if workdir.exists():
+    marker = workdir / ".edgetune-demo"
+    if workdir.exists() and any(workdir.iterdir()):
+        if not marker.is_file():
+            raise InvalidArgument("--workdir", f"{workdir} is not empty and not an earlier demo's folder")
         shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     data = write_digits_imagefolder(workdir / "digits")
     progress(LogLine(f"wrote scikit-learn digits to {data}"))
     cfg = load_config(overrides={"data.path": str(data), "data.image_size": image_size,
@@ -36,9 +42,11 @@ def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image
     bundle = export_bundle(run.run_dir, workdir / "bundle", progress=progress)
     predictor = BundlePredictor(bundle.dir)
     model = load_run_model(run.run_dir)
+    cpu_session = create_session(bundle.dir / "model.onnx", "cpu")  # eager runs on the CPU too
     x = held_out_inputs(run.run_dir, model.preprocessing)
-    lat = measure_latency(model.model, predictor.session, x[:1])
-    samples = held_out_paths(run.run_dir)[:3]  # validation images the model never trained on
+    lat = measure_latency(model.model, cpu_session, x[:1])
+    held = held_out_paths(run.run_dir)  # validation images the model never trained on
+    samples = [held[i] for i in (0, len(held) // 2, len(held) - 1)]
     preds = predictor.predict_files(samples, top_k=3)
     total = time.monotonic() - t0
     lines = ["", "=== edgetune demo ===",

@@ -77,8 +77,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
         ParityError: ONNX Runtime disagrees with PyTorch; nothing valid is written.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if out_dir.exists() and not force:
-        raise InvalidArgument("out", f"{out_dir} exists; pass --force to replace it")
+    _check_out_dir(run_dir, out_dir, force)
     spec = EXPORT_SPECS["image_classification"]
     if atol is not None:
         if not atol > 0:
@@ -93,7 +92,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
                     "edgetune.preprocessing": run.preprocessing.to_dict(),
                     "edgetune.source_run": str(run_dir.resolve()), "edgetune.version": edgetune.__version__}
         t0 = time.monotonic()
-        model_path = export_onnx(run.model, torch.from_numpy(held_out[:2]), spec, tmp / "model.onnx", metadata)
+        # Batch 2 at least, so the exporter cannot specialise the batch axis to 1.
+        sample = torch.from_numpy(np.resize(held_out, (2, *held_out.shape[1:])))
+        model_path = export_onnx(run.model, sample, spec, tmp / "model.onnx", metadata)
         progress(LogLine(f"exported ONNX opset {spec.opset} in {time.monotonic() - t0:.1f}s; checking parity"))
         session = create_session(model_path, device)
         size = run.preprocessing.size
@@ -106,6 +107,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
             "outputs": [{"name": spec.output_name, "dtype": "float32", "shape": ["batch", len(run.classes)]}],
             "opset": spec.opset,
             "source_run": {"dir": str(run_dir.resolve()), "arch": run.arch, "method": run.meta.get("method"),
+                           "base_weights": run.meta.get("weights"),
                            "epoch": run.meta.get("epoch"), "val_metrics": run.meta.get("metrics")},
         }
         try:
@@ -130,6 +132,19 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_out_dir(run_dir: Path, out_dir: Path, force: bool) -> None:
+    """Refuse to write over anything but an earlier bundle, and never over the run itself."""
+    out, run = out_dir.resolve(), run_dir.resolve()
+    if out == run or out in run.parents:
+        raise InvalidArgument("out", f"{out_dir} would overwrite the run {run_dir}")
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not force:
+        raise InvalidArgument("out", f"{out_dir} exists; pass --force to replace it")
+    if not out_dir.is_dir() or not (out_dir / "manifest.json").is_file():
+        raise InvalidArgument("out", f"{out_dir} is not a bundle; --force only replaces bundles")
+
+
 def _finish(folder: Path, manifest: dict) -> None:
     manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in sorted(folder.iterdir()) if p.name != "manifest.json"}
@@ -142,13 +157,19 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
     path = bundle_dir / "manifest.json"
     if not path.is_file():
         raise NotFound(str(bundle_dir), "not a bundle (no manifest.json)")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != BUNDLE_FORMAT:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(str(path), f"unreadable manifest: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise InvalidArgument(str(path), f"unknown bundle format {manifest.get('format')!r}")
     if not manifest.get("valid"):
         raise InvalidArgument(str(bundle_dir), "bundle is not valid (it failed the parity gate)")
-    for name, entry in manifest["files"].items():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "model.onnx" not in files:
+        raise InvalidArgument(str(path), "manifest lists no model.onnx hash")
+    for name, entry in files.items():
         f = bundle_dir / name
-        if not f.is_file() or sha256_file(f) != entry["sha256"]:
+        if not f.is_file() or sha256_file(f) != (entry or {}).get("sha256"):
             raise InvalidArgument(str(f), "missing or sha256 does not match the manifest")
     return manifest

@@ -46,9 +46,22 @@ def create_session(model_path: str | Path, device: str = "auto", threads: int | 
     """An inference session with all graph optimizations and one intra-op thread per core."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    opts.intra_op_num_threads = threads or _usable_cores()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), sess_options=opts, providers=select_providers(device))
+    providers = select_providers(device)
+    session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+    # ORT falls back to the CPU silently when the CUDA provider cannot load: say so instead.
+    if providers[0] != "CPUExecutionProvider" and session.get_providers()[0] != "CUDAExecutionProvider":
+        if device == "cuda":
+            raise InvalidArgument("device", "ONNX Runtime could not load its CUDA execution provider")
+    return session
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from edgetune.errors import DataError
@@ -38,7 +39,8 @@ def extract_archive(archive: str | Path, dest: str | Path, max_entries: int = MA
             _extract_zip(archive, dest, max_entries, max_total_bytes)
         else:
             _extract_tar(archive, dest, max_entries, max_total_bytes)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, RuntimeError,
+            NotImplementedError) as e:  # corrupt streams, encrypted or unsupported zip entries
         raise DataError(archive, f"cannot read archive: {e}") from None
     return dest
 

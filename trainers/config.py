@@ -102,6 +102,7 @@ class OptimConfig:
         _require(self.optimizer in OPTIMIZERS, "optim.optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _require(self.lr is None or self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
         _require(self.weight_decay is None or self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+        _require(0.0 <= self.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {self.momentum}")
         _require(self.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.epochs is None or self.epochs >= 1, "optim.epochs", f"must be >= 1, got {self.epochs}")
         _require(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")

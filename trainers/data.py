@@ -92,7 +92,8 @@ def scan(root: Path) -> tuple[list[Sample], int]:
         if root.suffix.lower() != ".csv":
             raise DataError(str(root), "expected a directory, a .zip/.tar.gz archive or a .csv manifest")
         return _scan_csv(root), 0
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = sorted(d for d in root.iterdir()
+                        if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX")
     if not class_dirs:
         raise DataError(str(root), "no class folders found (expected ROOT/<class>/<image>)")
     samples, ignored = [], 0
@@ -150,14 +151,19 @@ def _decode(samples: list[Sample], size: int) -> tuple[list[np.ndarray], list[st
 
 
 def _stratified_split(samples: list[Sample], hashes: list[str], fraction: float, seed: int):
-    """Split by label, keeping identical files together so duplicates cannot leak into val."""
-    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for i, (s, h) in enumerate(zip(samples, hashes)):
-        groups[s.label][h].append(i)
+    """Split by label, keeping identical files together (whatever their labels) so duplicates
+    cannot leak into val. A group of identical files is stratified under its most common label."""
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, h in enumerate(hashes):
+        by_hash[h].append(i)
+    groups: dict[str, list[list[int]]] = defaultdict(list)
+    for unit in by_hash.values():
+        label = Counter(samples[i].label for i in unit).most_common(1)[0][0]
+        groups[label].append(unit)
     rng = random.Random(seed)
     train, val = [], []
     for label in sorted(groups):
-        units = list(groups[label].values())
+        units = groups[label]
         rng.shuffle(units)
         n_val = int(round(len(units) * fraction)) if len(units) > 1 else 0
         n_val = min(max(n_val, 1 if len(units) > 1 else 0), len(units) - 1)

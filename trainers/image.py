@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
@@ -82,6 +83,9 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
     prior = read_model_meta(cfg.model.init_from) if cfg.model.init_from else None
     if prior and prior["arch"] != cfg.model.arch:
         raise InvalidArgument("model.init_from", f"run is {prior['arch']}, config asks for {cfg.model.arch}")
+    if prior and prior["image_size"] != cfg.data.image_size:
+        raise InvalidArgument("data.image_size", f"run {cfg.model.init_from} was trained at "
+                              f"{prior['image_size']}px; re-tune at the same size")
     train_set, val_set, data_report = load_image_data(
         cfg.data.path, cfg.data.val_path, cfg.data.image_size, cfg.data.val_fraction,
         cfg.data.skip_corrupt, cfg.seed, classes=prior["classes"] if prior else None)
@@ -129,6 +133,8 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         generator.set_state(state["loader_rng"])
         random.setstate(_to_tuple(state["python_rng"]))
         history, best_metric, best_epoch = state["history"], state["best_metric"], state["best_epoch"]
@@ -136,15 +142,17 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         progress(LogLine(f"resuming after epoch {state['epoch']}"))
     else:
         cfg.save(files.config)
-        ckpt.save_numpy(files.parity_samples, {"pixels": val_set.pixels[:PARITY_SAMPLES],
-                                               "labels": val_set.labels[:PARITY_SAMPLES]},
-                        {"paths": json.dumps(val_set.paths[:PARITY_SAMPLES])})
+        # Spread over the (class-ordered) val set so every class is represented.
+        keep = np.unique(np.linspace(0, len(val_set.labels) - 1, PARITY_SAMPLES).astype(int))
+        ckpt.save_numpy(files.parity_samples, {"pixels": val_set.pixels[keep], "labels": val_set.labels[keep]},
+                        {"paths": json.dumps([val_set.paths[i] for i in keep])})
         if prior:
             before, _ = evaluate(model, val_loader, eval_loss_fn, norm, setup, len(classes))
             progress(LogLine(f"before re-tuning: {before}"))
 
     meta = {"arch": cfg.model.arch, "classes": classes, "image_size": cfg.data.image_size,
-            "create_kwargs": create_kwargs, "preprocessing": prep.to_dict(), "method": cfg.method}
+            "create_kwargs": create_kwargs, "preprocessing": prep.to_dict(), "method": cfg.method,
+            "weights": weights_info["source"]}
     epochs = cfg.optim.epochs
     for epoch in range(start_epoch, epochs + 1):
         if cfg.optim.early_stopping_patience and stale >= cfg.optim.early_stopping_patience:
@@ -170,6 +178,7 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         ckpt.save_training_state(files.state, {
             "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if setup.device.type == "cuda" else [],
             "loader_rng": generator.get_state(), "python_rng": random.getstate(),
             "history": history, "best_metric": best_metric, "best_epoch": best_epoch,
             "stale": stale, "before": before})

@@ -41,7 +41,7 @@ def resolve_device(name: str) -> DeviceSetup:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise InvalidArgument("device", "cuda requested but torch sees no CUDA device")
-        bf16 = torch.cuda.is_bf16_supported()
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)  # native bf16 only (Ampere+)
         return DeviceSetup(torch.device("cuda"), torch.bfloat16 if bf16 else None, True)
     return DeviceSetup(torch.device("cpu"), None, False)
 
@@ -55,7 +55,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
@@ -102,11 +102,14 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
     total, count = torch.zeros((), device=setup.device), 0
     start = time.monotonic()
     opt.zero_grad(set_to_none=True)
+    last_group = steps - steps % grad_accum if steps % grad_accum else steps - grad_accum
     for i, (x, y) in enumerate(loader):
         x, y = _to_device(x, y, setup, norm)
         with setup.autocast():
             loss = loss_fn(model(x), y)
-        (loss / grad_accum).backward()
+        # The last group of an epoch may be shorter: average over the batches it really has.
+        group = grad_accum if i < last_group else steps - last_group
+        (loss / group).backward()
         if (i + 1) % grad_accum == 0 or i + 1 == steps:
             opt.step()
             sched.step()

@@ -71,6 +71,7 @@ def test_bundle_is_self_describing_and_verified(trained_run, tmp_path):
     assert manifest["labels"] == ["a", "b", "c"]
     assert manifest["inputs"] == [{"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, 32, 32]}]
     assert manifest["outputs"][0]["shape"] == ["batch", 3]
+    assert manifest["source_run"]["base_weights"] == "random init (no pretrained weights)"
     assert set(manifest["files"]) == {"model.onnx"} and len(manifest["files"]["model.onnx"]["sha256"]) == 64
     meta = read_metadata(result.dir / "model.onnx")
     assert json.loads(meta["edgetune.labels"]) == ["a", "b", "c"]
@@ -119,3 +120,19 @@ def test_existing_bundle_needs_force(trained_run, tmp_path):
         export_bundle(trained_run.run_dir, tmp_path / "bundle")
     assert e.value.subject == "out"
     export_bundle(trained_run.run_dir, tmp_path / "bundle", force=True)
+    (tmp_path / "notabundle").mkdir()
+    (tmp_path / "notabundle" / "precious.txt").write_text("keep me")
+    with pytest.raises(InvalidArgument, match="not a bundle"):
+        export_bundle(trained_run.run_dir, tmp_path / "notabundle", force=True)
+    assert (tmp_path / "notabundle" / "precious.txt").is_file()
+    with pytest.raises(InvalidArgument, match="overwrite the run"):
+        export_bundle(trained_run.run_dir, trained_run.run_dir.parent, force=True)
+
+
+def test_manifest_without_the_model_hash_is_refused(trained_run, tmp_path):
+    result = export_bundle(trained_run.run_dir, tmp_path / "bundle")
+    manifest = json.loads((result.dir / "manifest.json").read_text())
+    manifest["files"] = {}
+    (result.dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidArgument, match="no model.onnx hash"):
+        verify_bundle(result.dir)

@@ -42,6 +42,7 @@ def test_saved_config_round_trips(tmp_path):
     ({"optim.nope": "1"}, "optim.nope"),
     ({"model.arch": "vit_tiny_patch16_224", "data.image_size": "40"}, "data.image_size"),
     ({"lora.r": "0"}, "lora.r"),
+    ({"optim.momentum": "1.5"}, "optim.momentum"),
 ])
 def test_bad_values_name_the_field(overrides, field):
     with pytest.raises(InvalidArgument) as e:

@@ -61,12 +61,15 @@ def test_empty_class_folder_and_single_class_are_errors(tmp_path):
     assert "at least 2 classes" in e.value.message
 
 
-def test_duplicates_stay_together_and_leakage_is_reported(tmp_path):
+@pytest.mark.parametrize("seed", range(6))
+def test_duplicates_stay_together_and_leakage_is_reported(tmp_path, seed):
     root = write_pattern_folder(tmp_path / "d")
     for i in range(4):  # four copies of one image: a duplicate group
         shutil.copy(root / "a" / "a_0.png", root / "a" / f"copy_{i}.png")
+    for c in ("b", "c"):  # the same image filed under all three labels
+        shutil.copy(root / "a" / "a_5.png", root / c / "cross_label.png")
     shutil.copy(root / "b" / "b_1.png", root / "c" / "mislabelled.png")
-    train, val, report = _load(root)
+    train, val, report = _load(root, seed=seed)
     assert not report.leakage  # the automatic split never separates identical files
     groups = [sorted(os.path.basename(p) for p in g) for g in report.duplicate_groups]
     assert ["a_0.png", "copy_0.png", "copy_1.png", "copy_2.png", "copy_3.png"] in groups
@@ -77,7 +80,7 @@ def test_duplicates_stay_together_and_leakage_is_reported(tmp_path):
     for c in ("a", "b", "c"):
         (val_root / c).mkdir(parents=True)
         shutil.copy(root / c / f"{c}_2.png", val_root / c / "v.png")
-    _, _, report = _load(root, val_path=str(val_root))
+    _, _, report = _load(root, val_path=str(val_root), seed=seed)
     assert report.split == "given" and len(report.leakage) == 3
     assert any("also occur in training" in w for w in report.warnings)
 

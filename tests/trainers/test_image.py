@@ -87,6 +87,11 @@ def test_retune_reports_before_and_after_on_the_same_val_set(pattern_folder, tmp
     assert after["val_accuracy"] == pytest.approx(second.metrics["accuracy"])
     assert second.report["weights"]["source"] == f"run {first.run_dir}"
 
+    with pytest.raises(InvalidArgument) as e:
+        train_image(_cfg(pattern_folder, **{"model.init_from": str(first.run_dir), "data.image_size": 48}),
+                    tmp_path / "resized")
+    assert e.value.subject == "data.image_size"
+
     other = write_pattern_folder(tmp_path / "other", classes=("x", "y", "z"))
     with pytest.raises(DataError, match="differ from the run being re-tuned"):
         train_image(_cfg(other, **{"model.init_from": str(first.run_dir)}), tmp_path / "third")

@@ -1,8 +1,9 @@
 """Epoch time of the edgetune trainer vs a minimal plain PyTorch loop on the same data.
 
 Same model (ImageNet EfficientNet-Lite0, full fine-tune), same decoded digits tensors, same batch
-size, optimizer and loss; augmentation off in both so only the loop differs. The two alternate
-(plain, edgetune, plain, edgetune) and the first epoch of each run is dropped as warm-up.
+size, optimizer and loss; augmentation off in both so only the loop differs. The two alternate in
+ABBA order (plain first in even rounds, edgetune first in odd ones) and the first epoch of each
+run is dropped as warm-up.
 The edgetune figure is the training pass of each epoch (``train_seconds``); its full epoch, which
 adds validation and atomic checkpoint writes, is reported beside it against plain train + eval.
 
@@ -64,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,16 +75,27 @@ def main() -> None:
                                      "device": "cpu"})
         train, val, _ = load_image_data(str(data), None, args.size, cfg.data.val_fraction, False, cfg.seed)
         plain_train, plain_full, et_train, et_full = [], [], [], []
-        for r in range(args.rounds):
+
+        def run_plain():
             times = plain_loop(train, val, args.size, args.epochs, args.batch, cfg.optim.lr,
                                cfg.optim.weight_decay, cfg.seed)[1:]
-            plain_train += [t for t, _ in times]
-            plain_full += [f for _, f in times]
+            plain_train.extend(t for t, _ in times)
+            plain_full.extend(f for _, f in times)
+            return [round(t, 2) for t, _ in times]
+
+        def run_edgetune(r):
             hist = train_image(cfg, Path(tmp) / f"run{r}").report["history"][1:]
-            et_train += [h["train_seconds"] for h in hist]
-            et_full += [h["seconds"] for h in hist]
-            print(f"round {r + 1}: plain {[round(t, 2) for t in plain_train[-len(times):]]} "
-                  f"edgetune {[round(h['train_seconds'], 2) for h in hist]}", flush=True)
+            et_train.extend(h["train_seconds"] for h in hist)
+            et_full.extend(h["seconds"] for h in hist)
+            return [round(h["train_seconds"], 2) for h in hist]
+
+        # ABBA order: this VM's epoch times drift during a run, so each side goes first half the time.
+        for r in range(args.rounds):
+            if r % 2 == 0:
+                p, e = run_plain(), run_edgetune(r)
+            else:
+                e, p = run_edgetune(r), run_plain()
+            print(f"round {r + 1}: plain {p} edgetune {e}", flush=True)
     pt, et = statistics.median(plain_train), statistics.median(et_train)
     pf, ef = statistics.median(plain_full), statistics.median(et_full)
     print(f"# digits {len(train.labels)} train / {len(val.labels)} val images at {args.size}px, "

@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     digits = data.add_parser("digits", help="write scikit-learn's digits as an ImageFolder")
     digits.add_argument("out")
 
+    from edgetune.server.cli import add_parsers
+
+    add_parsers(sub)
+
     demo = sub.add_parser("demo", help="fine-tune EfficientNet-Lite0 on digits, export, verify, predict")
     demo.add_argument("--workdir", default="demo-output")
     demo.add_argument("--epochs", type=int, default=3)
@@ -155,8 +159,10 @@ def _demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from edgetune.server.cli import run_remote, run_serve
+
     handlers = {"train": _train, "export": _export, "predict": _predict, "models": _models, "demo": _demo,
-                "data": lambda a: _digits(a)}
+                "data": lambda a: _digits(a), "serve": run_serve, "remote": run_remote}
     try:
         return handlers[args.command](args)
     except EdgetuneError as e:

@@ -46,3 +46,15 @@ class ParityError(EdgetuneError):
     def __init__(self, subject: str, message: str, report: object | None = None):
         super().__init__(subject, message)
         self.report = report
+
+
+class AlreadyExists(EdgetuneError):
+    """A resource with this key exists with different content (e.g. an idempotency key reused)."""
+
+
+class FailedPrecondition(EdgetuneError):
+    """The resource is not in a state that allows this (e.g. exporting an unfinished job)."""
+
+
+class ResourceExhausted(EdgetuneError):
+    """A quota or queue bound would be exceeded."""

@@ -46,6 +46,15 @@ def load_rgb(path: str | Path) -> Image.Image:
         return im.convert("RGB")
 
 
+def decode_rgb(data: bytes) -> Image.Image:
+    """Decode encoded image bytes (PNG, JPEG, ...) fully and convert to RGB."""
+    import io
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.convert("RGB")
+
+
 def resize_uint8(image: Image.Image, size: int, interpolation: str = "bilinear") -> np.ndarray:
     """Resize to a square ``size`` and return HWC uint8."""
     if image.size != (size, size):

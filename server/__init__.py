@@ -1,6 +1,6 @@
-"""The gRPC service (datasets, durable jobs, exports, inference). Not built yet: see issue 3.
+"""The gRPC service: datasets, durable jobs, exports and inference over the network.
 
-Only this package's transport modules will import ``grpc`` and the generated stubs; they call
-the same plain functions as the CLI (``edgetune.trainers.image.train_image``,
-``edgetune.export.bundle.export_bundle``, ``edgetune.export.runtime.BundlePredictor``).
+``service.py`` holds the operations as plain Python (no grpc import); ``grpc_app.py``, ``convert.py``,
+``client.py`` and ``cli.py`` are the transport. Jobs run in worker processes (``worker.py``,
+scheduled by ``runner.py``) against the SQLite store (``store.py``).
 """

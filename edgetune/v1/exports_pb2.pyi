@@ -1,0 +1,116 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExportModelRequest(_message.Message):
+    __slots__ = ("job_id", "atol")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATOL_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    atol: float
+    def __init__(self, job_id: _Optional[str] = ..., atol: _Optional[float] = ...) -> None: ...
+
+class ParityCase(_message.Message):
+    __slots__ = ("name", "batch_size", "samples", "max_abs_diff", "max_rel_diff", "top1_agreement")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_DIFF_FIELD_NUMBER: _ClassVar[int]
+    TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    batch_size: int
+    samples: int
+    max_abs_diff: float
+    max_rel_diff: float
+    top1_agreement: float
+    def __init__(self, name: _Optional[str] = ..., batch_size: _Optional[int] = ..., samples: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ...) -> None: ...
+
+class ParityReport(_message.Message):
+    __slots__ = ("passed", "atol", "max_abs_diff", "max_rel_diff", "top1_agreement", "cases")
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    ATOL_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_DIFF_FIELD_NUMBER: _ClassVar[int]
+    TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    CASES_FIELD_NUMBER: _ClassVar[int]
+    passed: bool
+    atol: float
+    max_abs_diff: float
+    max_rel_diff: float
+    top1_agreement: float
+    cases: _containers.RepeatedCompositeFieldContainer[ParityCase]
+    def __init__(self, passed: _Optional[bool] = ..., atol: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[ParityCase, _Mapping]]] = ...) -> None: ...
+
+class Export(_message.Message):
+    __slots__ = ("id", "job_id", "create_time", "valid", "parity", "labels", "image_size", "opset", "model_sha256", "model_bytes", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    PARITY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OPSET_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    job_id: str
+    create_time: _timestamp_pb2.Timestamp
+    valid: bool
+    parity: ParityReport
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    image_size: int
+    opset: int
+    model_sha256: str
+    model_bytes: int
+    error: str
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid: _Optional[bool] = ..., parity: _Optional[_Union[ParityReport, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., image_size: _Optional[int] = ..., opset: _Optional[int] = ..., model_sha256: _Optional[str] = ..., model_bytes: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GetExportRequest(_message.Message):
+    __slots__ = ("export_id",)
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    def __init__(self, export_id: _Optional[str] = ...) -> None: ...
+
+class ListExportsRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListExportsResponse(_message.Message):
+    __slots__ = ("exports", "next_page_token")
+    EXPORTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    exports: _containers.RepeatedCompositeFieldContainer[Export]
+    next_page_token: str
+    def __init__(self, exports: _Optional[_Iterable[_Union[Export, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DownloadArtifactRequest(_message.Message):
+    __slots__ = ("export_id",)
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    def __init__(self, export_id: _Optional[str] = ...) -> None: ...
+
+class ArtifactChunk(_message.Message):
+    __slots__ = ("data", "offset", "sha256")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    sha256: str
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...

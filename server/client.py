@@ -1,0 +1,145 @@
+"""A Python client for the edgetune gRPC API; the CLI's remote commands are built on it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edgetune.v1 import (datasets_pb2, datasets_pb2_grpc, exports_pb2, exports_pb2_grpc, inference_pb2,
+                         inference_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2, models_pb2_grpc)
+
+UPLOAD_CHUNK = 1 << 20
+TERMINAL = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
+METHODS = {"full": jobs_pb2.METHOD_FULL, "linear_probe": jobs_pb2.METHOD_LINEAR_PROBE, "lora": jobs_pb2.METHOD_LORA}
+
+
+class EdgetuneClient:
+    """Thin wrapper over the generated stubs. Methods raise ``grpc.RpcError`` on failure."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", channel: grpc.Channel | None = None):
+        self.channel = channel or grpc.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)])
+        self.datasets = datasets_pb2_grpc.DatasetsStub(self.channel)
+        self.jobs = jobs_pb2_grpc.JobsStub(self.channel)
+        self.models = models_pb2_grpc.ModelsStub(self.channel)
+        self.exports = exports_pb2_grpc.ExportsStub(self.channel)
+        self.inference = inference_pb2_grpc.InferenceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until health says SERVING (the store is open and recovery has run)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("server not SERVING")
+            time.sleep(0.2)
+
+    def upload_dataset(self, path: str | Path, name: str | None = None, timeout: float = 600) -> datasets_pb2.Dataset:
+        """Upload an ImageFolder directory (zipped on the fly), or a .zip / .tar.gz of one."""
+        path = Path(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            if path.is_dir():
+                archive = Path(shutil.make_archive(str(Path(tmp) / "dataset"), "zip", root_dir=path))
+            else:
+                archive = path
+            fmt = datasets_pb2.DATASET_FORMAT_ZIP if archive.suffix == ".zip" else datasets_pb2.DATASET_FORMAT_TAR_GZ
+            data = archive.read_bytes()
+        header = datasets_pb2.UploadHeader(name=name or path.name, format=fmt, total_size=len(data),
+                                           sha256=hashlib.sha256(data).hexdigest())
+        return self.upload_bytes(header, data, timeout)
+
+    def upload_bytes(self, header: datasets_pb2.UploadHeader, data: bytes, timeout: float = 600):
+        def messages():
+            yield datasets_pb2.UploadDatasetRequest(header=header)
+            for i in range(0, len(data), UPLOAD_CHUNK):
+                yield datasets_pb2.UploadDatasetRequest(chunk=data[i:i + UPLOAD_CHUNK])
+
+        return self.datasets.UploadDataset(messages(), timeout=timeout)
+
+    def create_job(self, dataset_id: str, base_model: str, method: str = "full", weights: str = "catalog",
+                   idempotency_key: str = "", timeout: float = 10, **hyper) -> jobs_pb2.Job:
+        req = jobs_pb2.CreateJobRequest(task=jobs_pb2.TASK_IMAGE_CLASSIFICATION, base_model=base_model,
+                                        weights=weights, method=METHODS.get(method, jobs_pb2.METHOD_UNSPECIFIED),
+                                        hyperparameters=jobs_pb2.Hyperparameters(**hyper), dataset_id=dataset_id,
+                                        idempotency_key=idempotency_key)
+        return self.jobs.CreateJob(req, timeout=timeout)
+
+    def get_job(self, job_id: str) -> jobs_pb2.Job:
+        return self.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=5)
+
+    def cancel_job(self, job_id: str) -> jobs_pb2.Job:
+        return self.jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), timeout=10)
+
+    def list_jobs(self, state: int = jobs_pb2.JOB_STATE_UNSPECIFIED) -> list[jobs_pb2.Job]:
+        jobs, token = [], ""
+        while True:
+            resp = self.jobs.ListJobs(jobs_pb2.ListJobsRequest(state=state, page_token=token), timeout=5)
+            jobs += resp.jobs
+            token = resp.next_page_token
+            if not token:
+                return jobs
+
+    def watch(self, job_id: str, after_event_id: int = 0, reconnect_s: float = 1.0,
+              max_reconnect_s: float = 120.0) -> Iterator[jobs_pb2.JobEvent]:
+        """Events until the job finishes, reconnecting (from the last event id) if the stream drops."""
+        last, down_since = after_event_id, None
+        while True:
+            try:
+                for event in self.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id, after_event_id=last)):
+                    down_since = None
+                    last = event.id
+                    yield event
+                return
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > max_reconnect_s:
+                    raise
+                time.sleep(reconnect_s)
+
+    def export(self, job_id: str, atol: float = 0.0, timeout: float = 300) -> exports_pb2.Export:
+        return self.exports.ExportModel(exports_pb2.ExportModelRequest(job_id=job_id, atol=atol), timeout=timeout)
+
+    def download(self, export_id: str, out_dir: str | Path, timeout: float = 300) -> Path:
+        """Download a valid bundle, verify its sha256 and unpack it into ``out_dir``."""
+        buf, digest = io.BytesIO(), ""
+        for chunk in self.exports.DownloadArtifact(exports_pb2.DownloadArtifactRequest(export_id=export_id),
+                                                   timeout=timeout):
+            if chunk.offset != buf.tell():
+                raise IOError(f"chunk at offset {chunk.offset}, expected {buf.tell()}")
+            buf.write(chunk.data)
+            digest = chunk.sha256 or digest
+        data = buf.getvalue()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise IOError("downloaded artifact does not match its sha256")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            tf.extractall(out, filter="data")
+        return out / export_id
+
+    def predict(self, export_id: str, images: list[bytes], top_k: int = 5, timeout: float = 30):
+        return self.inference.Predict(inference_pb2.PredictRequest(export_id=export_id, images=images, top_k=top_k),
+                                      timeout=timeout).results
+
+    def list_base_models(self):
+        return self.models.ListBaseModels(models_pb2.ListBaseModelsRequest(), timeout=5).models

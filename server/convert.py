@@ -1,0 +1,123 @@
+"""Protobuf messages <-> the service's plain values. Only transport modules import this."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from edgetune.errors import InvalidArgument
+from edgetune.v1 import datasets_pb2, exports_pb2, jobs_pb2, models_pb2
+
+TASKS = {jobs_pb2.TASK_IMAGE_CLASSIFICATION: "image_classification"}
+METHODS = {jobs_pb2.METHOD_FULL: "full", jobs_pb2.METHOD_LINEAR_PROBE: "linear_probe", jobs_pb2.METHOD_LORA: "lora"}
+STATES = {jobs_pb2.JOB_STATE_QUEUED: "QUEUED", jobs_pb2.JOB_STATE_RUNNING: "RUNNING",
+          jobs_pb2.JOB_STATE_SUCCEEDED: "SUCCEEDED", jobs_pb2.JOB_STATE_FAILED: "FAILED",
+          jobs_pb2.JOB_STATE_CANCELLED: "CANCELLED"}
+FORMATS = {datasets_pb2.DATASET_FORMAT_ZIP: "zip", datasets_pb2.DATASET_FORMAT_TAR_GZ: "tar.gz"}
+_INV = {name: {v: k for k, v in table.items()} for name, table in
+        (("task", TASKS), ("method", METHODS), ("state", STATES), ("format", FORMATS))}
+
+
+def ts(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    t = Timestamp()
+    t.FromNanoseconds(int(seconds * 1e9))
+    return t
+
+
+def job_request(req: jobs_pb2.CreateJobRequest) -> dict:
+    """A CreateJobRequest as the plain dict the service validates and stores."""
+    if req.task not in TASKS:
+        raise InvalidArgument("task", "must be TASK_IMAGE_CLASSIFICATION")
+    if req.method not in METHODS:
+        raise InvalidArgument("method", "must be METHOD_FULL, METHOD_LINEAR_PROBE or METHOD_LORA")
+    hp = req.hyperparameters
+    hyper = {}
+    for name in ("epochs", "learning_rate", "batch_size", "image_size", "optimizer", "early_stopping_patience",
+                 "seed"):
+        value = getattr(hp, name)
+        if value:  # proto3 zero = unset = the method's default
+            hyper[name] = value
+    for name in ("weight_decay", "label_smoothing", "augment"):
+        if hp.HasField(name):
+            hyper[name] = getattr(hp, name)
+    return {"task": TASKS[req.task], "base_model": req.base_model, "weights": req.weights or "catalog",
+            "method": METHODS[req.method], "hyperparameters": hyper, "dataset_id": req.dataset_id}
+
+
+def job(row) -> jobs_pb2.Job:
+    r = row.request
+    msg = jobs_pb2.Job(id=row.id, state=_INV["state"][row.state], task=_INV["task"][r["task"]],
+                       base_model=r["base_model"], weights=r["weights"], method=_INV["method"][r["method"]],
+                       hyperparameters=jobs_pb2.Hyperparameters(**r["hyperparameters"]),
+                       dataset_id=row.dataset_id, idempotency_key=row.idempotency_key or "",
+                       error=row.error, epoch=row.epoch, epochs=row.epochs, attempts=row.attempts,
+                       create_time=ts(row.create_time), start_time=ts(row.start_time), end_time=ts(row.end_time))
+    if row.best:
+        msg.best.CopyFrom(epoch_metrics(row.best))
+    return msg
+
+
+def epoch_metrics(m: dict) -> jobs_pb2.EpochMetrics:
+    return jobs_pb2.EpochMetrics(epoch=m["epoch"], train_loss=m["train_loss"], val_loss=m["val_loss"],
+                                 val_accuracy=m["val_accuracy"], val_macro_f1=m["val_macro_f1"],
+                                 seconds=m.get("seconds", 0.0))
+
+
+def event(e) -> jobs_pb2.JobEvent:
+    msg = jobs_pb2.JobEvent(id=e.id, job_id=e.job_id, time=ts(e.time))
+    p = e.payload
+    if e.kind == "state":
+        msg.state = _INV["state"][p["state"]]
+    elif e.kind == "epoch":
+        msg.epoch.CopyFrom(epoch_metrics(p))
+    elif e.kind == "step":
+        msg.step.CopyFrom(jobs_pb2.StepProgress(epoch=p["epoch"], epochs=p["epochs"], step=p["step"],
+                                                steps=p["steps"], loss=p["loss"], learning_rate=p["lr"],
+                                                eta_seconds=p["eta_s"]))
+    else:
+        msg.log = p["message"]
+    return msg
+
+
+def state_filter(state: int) -> str | None:
+    if state == jobs_pb2.JOB_STATE_UNSPECIFIED:
+        return None
+    if state not in STATES:
+        raise InvalidArgument("state", f"unknown state {state}")
+    return STATES[state]
+
+
+def dataset(row: dict) -> datasets_pb2.Dataset:
+    rep = row["report"]
+    report = datasets_pb2.ValidationReport(
+        classes=[datasets_pb2.ClassCount(**c) for c in rep["classes"]], split=rep["split"],
+        corrupt_files=rep["corrupt_files"], duplicate_groups=rep["duplicate_groups"],
+        leaked_images=rep["leaked_images"], warnings=rep["warnings"])
+    return datasets_pb2.Dataset(id=row["id"], name=row["name"], format=_INV["format"][row["format"]],
+                                size_bytes=row["size_bytes"], sha256=row["sha256"],
+                                create_time=ts(row["create_time"]), report=report)
+
+
+def export(row: dict) -> exports_pb2.Export:
+    m = row["manifest"] or {}
+    parity = m.get("parity") or {}
+    msg = exports_pb2.Export(id=row["id"], job_id=row["job_id"], create_time=ts(row["create_time"]),
+                             valid=row["valid"], labels=m.get("labels", []),
+                             image_size=(m.get("preprocessing") or {}).get("size", 0), opset=m.get("opset", 0),
+                             error=row["error"])
+    if parity.get("cases"):
+        msg.parity.CopyFrom(exports_pb2.ParityReport(
+            passed=parity["passed"], atol=parity["atol"], max_abs_diff=parity["max_abs_diff"],
+            max_rel_diff=parity["max_rel_diff"], top1_agreement=parity["top1_agreement"],
+            cases=[exports_pb2.ParityCase(**c) for c in parity["cases"]]))
+    model = (m.get("files") or {}).get("model.onnx")
+    if model:
+        msg.model_sha256, msg.model_bytes = model["sha256"], model["bytes"]
+    return msg
+
+
+def base_model(row: dict) -> models_pb2.BaseModel:
+    return models_pb2.BaseModel(arch=row["arch"], family=row["family"], task=_INV["task"][row["task"]],
+                                methods=list(METHODS),
+                                weights=[models_pb2.BaseWeights(**w) for w in row["weights"]])

@@ -1,0 +1,55 @@
+"""Job requests (plain dicts, the API's field names) -> validated TrainConfig.
+
+A request picks from fixed registries and enums, never a path or a class name: weights are
+"catalog", "random" or a catalog entry name; the dataset is a server-side id.
+"""
+
+from __future__ import annotations
+
+from edgetune.errors import InvalidArgument
+from edgetune.trainers.catalog import catalog, resolve_weights
+from edgetune.trainers.config import TrainConfig, load_config
+
+TASKS = ("image_classification",)
+
+# API field -> config field. Errors name the API field the client sent.
+_FIELDS = {
+    "hyperparameters.epochs": "optim.epochs",
+    "hyperparameters.learning_rate": "optim.lr",
+    "hyperparameters.batch_size": "optim.batch_size",
+    "hyperparameters.image_size": "data.image_size",
+    "hyperparameters.optimizer": "optim.optimizer",
+    "hyperparameters.weight_decay": "optim.weight_decay",
+    "hyperparameters.label_smoothing": "optim.label_smoothing",
+    "hyperparameters.early_stopping_patience": "optim.early_stopping_patience",
+    "hyperparameters.augment": "data.augment",
+    "hyperparameters.seed": "seed",
+    "base_model": "model.arch",
+    "weights": "model.weights",
+    "method": "method",
+}
+_API_NAME = {v: k for k, v in _FIELDS.items()}
+
+
+def train_config(request: dict, data_path: str) -> TrainConfig:
+    """Validate a job request; InvalidArgument names the API field (e.g. hyperparameters.learning_rate)."""
+    if request.get("task") not in TASKS:
+        raise InvalidArgument("task", f"must be one of {TASKS}, got {request.get('task')!r}")
+    weights = request.get("weights") or "catalog"
+    if weights not in ("catalog", "random") and weights not in catalog():
+        raise InvalidArgument("weights", f"{weights!r} is not 'catalog', 'random' or a catalog entry name")
+    flat = {"base_model": request.get("base_model"), "weights": weights, "method": request.get("method")}
+    for key, value in (request.get("hyperparameters") or {}).items():
+        flat[f"hyperparameters.{key}"] = value
+    overrides = {"data.path": data_path}
+    for key, value in flat.items():
+        if key not in _FIELDS:
+            raise InvalidArgument(key, "unknown field")
+        if value is not None:
+            overrides[_FIELDS[key]] = value
+    try:
+        cfg = load_config(overrides=overrides)
+        resolve_weights(cfg.model.arch, cfg.model.weights)
+    except InvalidArgument as e:
+        raise InvalidArgument(_API_NAME.get(e.subject, e.subject), e.message) from None
+    return cfg

@@ -1,0 +1,174 @@
+"""Runs queued jobs in worker processes, at most ``slots`` at a time.
+
+A crash, OOM kill or hang in training never takes the server down: the worker is a separate
+process and its exit decides the job's state. On start, jobs a dead server left RUNNING are
+re-queued to resume from their last checkpoint (or FAILED after ``max_attempts``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Store
+from .worker import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+
+log = logging.getLogger("edgetune.server")
+CANCEL_GRACE_S = 10.0
+
+
+class JobRunner:
+    def __init__(self, store: Store, data_dir: Path, slots: int, max_attempts: int = 3):
+        self.store, self.data_dir, self.slots, self.max_attempts = store, data_dir, slots, max_attempts
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._kill_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.data_dir / "jobs" / job_id
+
+    def recover(self) -> None:
+        """Jobs left RUNNING by a server that died: resume them, or fail them with a reason."""
+        for job in self.store.list_jobs(RUNNING, 0, 1_000_000):
+            if job.cancel_requested:
+                self.store.set_state(job.id, CANCELLED, "cancelled; the server stopped before the worker did")
+            elif job.attempts + 1 >= self.max_attempts:
+                self.store.set_state(job.id, FAILED, f"server restarted while running; gave up after "
+                                                     f"{job.attempts + 1} attempts")
+            else:
+                self.store.requeue(job.id, "server restarted while the job was running; it resumes from "
+                                           "its last finished epoch")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        self.store.request_cancel(job_id)
+        if self.store.set_state(job_id, CANCELLED, "cancelled by request", only_from=(QUEUED,)):
+            return
+        with self._lock:
+            proc = self._procs.get(job_id)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                self._kill_at[job_id] = time.monotonic() + CANCEL_GRACE_S
+        self.wake()
+
+    def shutdown(self, grace_s: float) -> None:
+        """Stop workers (they keep their last checkpoint) and re-queue their jobs for the next start."""
+        self._stopping = True
+        self.wake()
+        with self._lock:
+            procs = dict(self._procs)
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for job_id, proc in procs.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self._finish(job_id, proc)
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                self._reap()
+                self._fill_slots()
+            except Exception:  # noqa: BLE001 - the runner must outlive any single failure
+                log.exception("job runner iteration failed")
+            self._wake.wait(0.5)
+            self._wake.clear()
+
+    def _reap(self) -> None:
+        with self._lock:
+            items = list(self._procs.items())
+        for job_id, proc in items:
+            if proc.poll() is None:
+                if job_id in self._kill_at and time.monotonic() > self._kill_at[job_id]:
+                    proc.kill()
+                continue
+            self._finish(job_id, proc)
+
+    def _fill_slots(self) -> None:
+        while not self._stopping:
+            with self._lock:
+                if len(self._procs) >= self.slots:
+                    return
+            job = self.store.next_queued()
+            if job is None:
+                return
+            self._launch(job)
+
+    def _launch(self, job) -> None:
+        if not self.store.set_state(job.id, RUNNING, only_from=(QUEUED,)):
+            return
+        dataset = self.store.get_dataset(job.dataset_id)
+        jdir = self.job_dir(job.id)
+        jdir.mkdir(parents=True, exist_ok=True)
+        if dataset is None:
+            self.store.set_state(job.id, FAILED, f"dataset {job.dataset_id} was deleted")
+            return
+        logf = open(jdir / "worker.log", "ab")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgetune.server.worker", "--db", str(self.store.path), "--job", job.id,
+                 "--run-dir", str(jdir / "run"), "--data", dataset["path"]],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            logf.close()
+        with self._lock:
+            self._procs[job.id] = proc
+        log.info("job %s started (pid %d)", job.id, proc.pid)
+
+    def _finish(self, job_id: str, proc: subprocess.Popen) -> None:
+        with self._lock:
+            if self._procs.pop(job_id, None) is None:
+                return
+            self._kill_at.pop(job_id, None)
+        rc = proc.returncode
+        job = self.store.get_job(job_id)
+        if job.cancel_requested:
+            self.store.set_state(job_id, CANCELLED, "cancelled by request")
+        elif rc == 0:
+            self.store.set_state(job_id, SUCCEEDED)
+        elif self._stopping:
+            self.store.requeue(job_id, "server stopping; the job resumes from its last finished epoch")
+        elif rc == EXIT_BAD_INPUT:
+            self.store.set_state(job_id, FAILED, self._last_error(job_id) or "bad input")
+        else:
+            how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+            tail = " | ".join(self._log_tail(job_id, 5))
+            self.store.set_state(job_id, FAILED, f"worker {how}; last log lines: {tail}")
+        log.info("job %s worker exited with %s", job_id, rc)
+        self.wake()
+
+    def _last_error(self, job_id: str) -> str:
+        for line in reversed(self._log_tail(job_id, 20)):
+            if line.startswith("edgetune: error: "):
+                return line.removeprefix("edgetune: error: ")
+        return ""
+
+    def _log_tail(self, job_id: str, n: int) -> list[str]:
+        path = self.job_dir(job_id) / "worker.log"
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 16384))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+        return [line.strip() for line in lines if line.strip()][-n:]

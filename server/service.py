@@ -1,0 +1,338 @@
+"""The service's operations as plain Python (no grpc): what every RPC calls.
+
+Datasets, jobs, exports and inference over the embedded store and local disk. Errors are the
+domain errors of ``edgetune.errors``; the transport maps them to status codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import tarfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edgetune.errors import (AlreadyExists, DataError, EdgetuneError, FailedPrecondition, InvalidArgument,
+                             NotFound, ParityError, ResourceExhausted)
+from edgetune.export.bundle import export_bundle
+from edgetune.export.runtime import BundlePredictor, softmax
+from edgetune.imaging import decode_rgb, normalize, resize_uint8
+from edgetune.trainers.archives import extract_archive
+from edgetune.trainers.catalog import list_base_models
+from edgetune.trainers.data import load_image_data
+
+from .jobspec import train_config
+from .runner import JobRunner
+from .store import SUCCEEDED, TERMINAL, EventRow, JobRow, Store, new_id
+
+FORMATS = {"zip": ".zip", "tar.gz": ".tar.gz"}
+MAX_PAGE = 500
+MAX_PREDICT_IMAGES = 64
+ARTIFACT_CHUNK = 1 << 20
+
+
+@dataclass
+class ServerConfig:
+    """Server settings; every one has a flag and an environment variable in ``edgetune serve``."""
+
+    data_dir: Path = Path("edgetune-data")
+    slots: int = 1  # concurrent jobs; default: GPU count, 1 on CPU
+    max_queued: int = 32  # queued jobs beyond which CreateJob is RESOURCE_EXHAUSTED
+    max_upload_bytes: int = 2 * 1024**3
+    max_archive_entries: int = 200_000
+    max_extracted_bytes: int = 20 * 1024**3
+    predictor_cache: int = 4  # warm ONNX Runtime sessions kept
+    max_attempts: int = 3  # restarts a running job survives
+    extra: dict = field(default_factory=dict)
+
+
+def page_bounds(page_size: int, page_token: str) -> tuple[int, int]:
+    if page_size < 0:
+        raise InvalidArgument("page_size", "must be >= 0")
+    limit = min(page_size or 50, MAX_PAGE)
+    try:
+        offset = int(page_token) if page_token else 0
+        if offset < 0:
+            raise ValueError
+    except ValueError:
+        raise InvalidArgument("page_token", "not a token from this server") from None
+    return offset, limit
+
+
+def next_token(offset: int, limit: int, got: int) -> str:
+    return str(offset + limit) if got == limit else ""
+
+
+class Upload:
+    """An upload in progress: bytes go to a temp file, hashed and counted as they arrive."""
+
+    def __init__(self, service: "EdgetuneService", name: str, fmt: str, total_size: int, sha256: str):
+        cfg = service.config
+        if not name or len(name) > 128:
+            raise InvalidArgument("header.name", "must be 1-128 characters")
+        if fmt not in FORMATS:
+            raise InvalidArgument("header.format", f"must be one of {list(FORMATS)}")
+        if total_size <= 0:
+            raise InvalidArgument("header.total_size", "must be > 0")
+        if total_size > cfg.max_upload_bytes:
+            raise ResourceExhausted("header.total_size", f"{total_size} bytes exceeds the upload quota "
+                                                         f"of {cfg.max_upload_bytes} bytes")
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise InvalidArgument("header.sha256", "must be 64 lower-case hex digits")
+        self.service, self.name, self.fmt, self.total_size, self.sha256 = service, name, fmt, total_size, sha256
+        self.id = new_id("ds")
+        self.dir = service.data_dir / "datasets" / self.id
+        self.dir.mkdir(parents=True)
+        self.archive = self.dir / f"upload{FORMATS[fmt]}"
+        self._file = open(self.archive, "wb")
+        self._hash = hashlib.sha256()
+        self.received = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.total_size:
+            raise InvalidArgument("chunk", f"more bytes than header.total_size ({self.total_size})")
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    def abort(self) -> None:
+        self._file.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def finish(self) -> dict:
+        self._file.close()
+        if self.received != self.total_size:
+            raise InvalidArgument("header.total_size", f"declared {self.total_size} bytes, received {self.received}")
+        if self._hash.hexdigest() != self.sha256:
+            raise InvalidArgument("header.sha256", "does not match the uploaded bytes")
+        cfg = self.service.config
+        files = extract_archive(self.archive, self.dir / "files", cfg.max_archive_entries, cfg.max_extracted_bytes)
+        self.archive.unlink()
+        root = _single_root(files)
+        try:
+            _, _, report = load_image_data(str(root), None, 32, 0.2, skip_corrupt=False, seed=0)
+        except DataError as e:
+            raise DataError(e.subject.replace(str(root) + "/", "") if e.subject != "data.path" else "dataset",
+                            e.message.replace(str(root) + "/", ""), e.files) from None
+        summary = {"classes": [{"label": c, "train": report.train_per_class.get(c, 0),
+                                "val": report.val_per_class.get(c, 0)} for c in report.classes],
+                   "split": report.split, "corrupt_files": [], "duplicate_groups": len(report.duplicate_groups),
+                   "leaked_images": len(report.leakage), "warnings": report.warnings}
+        row = {"id": self.id, "name": self.name, "format": self.fmt, "size_bytes": self.received,
+               "sha256": self.sha256, "create_time": time.time(), "report": summary, "path": str(root)}
+        self.service.store.add_dataset(row)
+        return self.service.store.get_dataset(self.id)
+
+
+def _single_root(files: Path) -> Path:
+    entries = [e for e in files.iterdir() if not e.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir() and any(x.is_dir() for x in entries[0].iterdir()):
+        return entries[0]
+    return files
+
+
+class EdgetuneService:
+    """Owns the store, the job runner and the warm ONNX Runtime sessions."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.data_dir / "edgetune.sqlite")
+        self.runner = JobRunner(self.store, self.data_dir, config.slots, config.max_attempts)
+        self._predictors: OrderedDict[str, BundlePredictor] = OrderedDict()
+        self._predictors_lock = threading.Lock()
+        self._export_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Recover jobs a previous server left RUNNING, then start running queued jobs."""
+        self.runner.recover()
+        self.runner.start()
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        self.runner.shutdown(grace_s)
+        self.store.close()
+
+    # datasets
+    def begin_upload(self, name: str, fmt: str, total_size: int, sha256: str) -> Upload:
+        return Upload(self, name, fmt, total_size, sha256)
+
+    def get_dataset(self, dataset_id: str) -> dict:
+        row = self.store.get_dataset(dataset_id)
+        if row is None:
+            raise NotFound("dataset_id", f"no dataset {dataset_id!r}")
+        return row
+
+    def list_datasets(self, page_size: int, page_token: str) -> tuple[list[dict], str]:
+        offset, limit = page_bounds(page_size, page_token)
+        rows = self.store.list_datasets(offset, limit)
+        return rows, next_token(offset, limit, len(rows))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.get_dataset(dataset_id)
+        if self.store.active_jobs_using(dataset_id):
+            raise FailedPrecondition("dataset_id", "a queued or running job uses this dataset")
+        self.store.delete_dataset(dataset_id)
+        shutil.rmtree(self.data_dir / "datasets" / dataset_id, ignore_errors=True)
+
+    # jobs
+    def create_job(self, request: dict, idempotency_key: str = "") -> JobRow:
+        if len(idempotency_key) > 128:
+            raise InvalidArgument("idempotency_key", "must be at most 128 characters")
+        dataset = self.get_dataset(request.get("dataset_id", ""))
+        cfg = train_config(request, dataset["path"])
+        try:
+            job, created = self.store.add_job(new_id("job"), request, dataset["id"], idempotency_key or None,
+                                              cfg.optim.epochs, self.config.max_queued)
+        except OverflowError:
+            raise ResourceExhausted("queue", f"{self.config.max_queued} jobs are already queued") from None
+        if not created and job.request != request:
+            raise AlreadyExists("idempotency_key", f"already used by job {job.id} with a different request")
+        self.runner.wake()
+        return job
+
+    def get_job(self, job_id: str) -> JobRow:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound("job_id", f"no job {job_id!r}")
+        return job
+
+    def list_jobs(self, state: str | None, page_size: int, page_token: str) -> tuple[list[JobRow], str]:
+        offset, limit = page_bounds(page_size, page_token)
+        rows = self.store.list_jobs(state, offset, limit)
+        return rows, next_token(offset, limit, len(rows))
+
+    def cancel_job(self, job_id: str) -> JobRow:
+        job = self.get_job(job_id)
+        if job.state not in TERMINAL:
+            self.runner.cancel(job_id)
+        return self.get_job(job_id)
+
+    def watch_job(self, job_id: str, after_event_id: int, is_active=lambda: True,
+                  poll_s: float = 0.25) -> Iterator[EventRow]:
+        """Events after ``after_event_id``, then live ones until the job is finished."""
+        self.get_job(job_id)
+        last = after_event_id
+        while is_active():
+            events = self.store.events_after(job_id, last)
+            for e in events:
+                last = e.id
+                yield e
+            if not events:
+                if self.get_job(job_id).state in TERMINAL and not self.store.events_after(job_id, last, 1):
+                    return
+                time.sleep(poll_s)
+
+    # models
+    def list_base_models(self) -> list[dict]:
+        return list_base_models()
+
+    # exports
+    def export_model(self, job_id: str, atol: float | None) -> dict:
+        job = self.get_job(job_id)
+        if job.state != SUCCEEDED:
+            raise FailedPrecondition("job_id", f"job is {job.state}; only SUCCEEDED jobs can be exported")
+        if atol is not None and not atol > 0:
+            raise InvalidArgument("atol", f"must be > 0, got {atol}")
+        export_id = new_id("exp")
+        out = self.data_dir / "exports" / export_id / "bundle"
+        row = {"id": export_id, "job_id": job_id, "create_time": time.time(), "error": "", "path": str(out)}
+        with self._export_lock:  # exports are CPU-heavy; one at a time keeps latency predictable
+            try:
+                result = export_bundle(self.runner.job_dir(job_id) / "run", out, device="auto", atol=atol)
+                row.update(valid=True, manifest=result.manifest)
+            except ParityError as e:
+                invalid = out.with_name(out.name + ".invalid")
+                manifest = _read_json(invalid / "manifest.json")
+                row.update(valid=False, manifest=manifest, error=e.message, path=str(invalid))
+        self.store.add_export(row)
+        return self.store.get_export(export_id)
+
+    def get_export(self, export_id: str) -> dict:
+        row = self.store.get_export(export_id)
+        if row is None:
+            raise NotFound("export_id", f"no export {export_id!r}")
+        return row
+
+    def list_exports(self, job_id: str, page_size: int, page_token: str) -> tuple[list[dict], str]:
+        offset, limit = page_bounds(page_size, page_token)
+        rows = self.store.list_exports(job_id or None, offset, limit)
+        return rows, next_token(offset, limit, len(rows))
+
+    def artifact_chunks(self, export_id: str) -> Iterator[tuple[bytes, int, str]]:
+        """(data, offset, sha256-on-last) pieces of a deterministic tar of the bundle."""
+        row = self._valid_export(export_id)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for p in sorted(Path(row["path"]).iterdir()):
+                info = tf.gettarinfo(str(p), arcname=f"{export_id}/{p.name}")
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                with open(p, "rb") as f:
+                    tf.addfile(info, f)
+        data = buf.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        for offset in range(0, len(data), ARTIFACT_CHUNK):
+            last = offset + ARTIFACT_CHUNK >= len(data)
+            yield data[offset:offset + ARTIFACT_CHUNK], offset, digest if last else ""
+
+    # inference
+    def predict(self, export_id: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
+        if not images:
+            raise InvalidArgument("images", "at least one image is required")
+        if len(images) > MAX_PREDICT_IMAGES:
+            raise InvalidArgument("images", f"at most {MAX_PREDICT_IMAGES} images per request")
+        if top_k < 0:
+            raise InvalidArgument("top_k", "must be >= 0")
+        predictor = self._predictor(export_id)
+        prep = predictor.preprocessing
+        arrays = []
+        for i, data in enumerate(images):
+            try:
+                arrays.append(resize_uint8(decode_rgb(data), prep.size, prep.interpolation))
+            except Exception:  # noqa: BLE001 - any decode failure is the client's image
+                raise InvalidArgument(f"images[{i}]", "cannot decode as an image") from None
+        probs = softmax(predictor.logits(normalize(np.stack(arrays), prep)))
+        k = min(top_k or 5, len(predictor.labels))
+        out = []
+        for row in probs:
+            idx = np.argsort(-row)[:k]
+            out.append([(predictor.labels[j], float(row[j])) for j in idx])
+        return out
+
+    def _valid_export(self, export_id: str) -> dict:
+        row = self.get_export(export_id)
+        if not row["valid"]:
+            raise FailedPrecondition("export_id", "export failed its parity gate; nothing to serve")
+        return row
+
+    def _predictor(self, export_id: str) -> BundlePredictor:
+        with self._predictors_lock:
+            if export_id in self._predictors:
+                self._predictors.move_to_end(export_id)
+                return self._predictors[export_id]
+        row = self._valid_export(export_id)
+        predictor = BundlePredictor(row["path"])
+        with self._predictors_lock:
+            self._predictors[export_id] = predictor
+            while len(self._predictors) > self.config.predictor_cache:
+                self._predictors.popitem(last=False)
+        return predictor
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+__all__ = ["EdgetuneService", "ServerConfig", "Upload", "EdgetuneError"]

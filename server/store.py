@@ -1,0 +1,248 @@
+"""The embedded store: one SQLite file (WAL, synchronous=FULL) for datasets, jobs, events, exports.
+
+The server process and each job's worker process open their own connection; SQLite serialises
+the writers. Rows hold JSON documents for the parts that only the service layer interprets.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, create_time REAL NOT NULL, report TEXT NOT NULL, path TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, state TEXT NOT NULL, request TEXT NOT NULL, dataset_id TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE, create_time REAL NOT NULL, start_time REAL, end_time REAL,
+    error TEXT NOT NULL DEFAULT '', epoch INTEGER NOT NULL DEFAULT 0, epochs INTEGER NOT NULL DEFAULT 0,
+    best TEXT, attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, create_time);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, time REAL NOT NULL,
+    kind TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
+CREATE TABLE IF NOT EXISTS exports (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL, create_time REAL NOT NULL, valid INTEGER NOT NULL,
+    manifest TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', path TEXT NOT NULL);
+"""
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+@dataclass
+class JobRow:
+    id: str
+    state: str
+    request: dict
+    dataset_id: str
+    idempotency_key: str | None
+    create_time: float
+    start_time: float | None
+    end_time: float | None
+    error: str
+    epoch: int
+    epochs: int
+    best: dict | None
+    attempts: int
+    cancel_requested: bool
+
+
+@dataclass
+class EventRow:
+    id: int
+    job_id: str
+    time: float
+    kind: str  # "state" | "epoch" | "step" | "log"
+    payload: dict
+
+
+class Store:
+    """Thread-safe access to the SQLite file; one connection per Store."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # datasets
+    def add_dataset(self, row: dict) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO datasets VALUES (:id, :name, :format, :size_bytes, :sha256, :create_time, "
+                       ":report, :path)", {**row, "report": json.dumps(row["report"])})
+
+    def get_dataset(self, dataset_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM datasets WHERE id = ?", (dataset_id,))
+        return _dataset(rows[0]) if rows else None
+
+    def list_datasets(self, offset: int, limit: int) -> list[dict]:
+        rows = self._query("SELECT * FROM datasets ORDER BY create_time DESC, id LIMIT ? OFFSET ?", (limit, offset))
+        return [_dataset(r) for r in rows]
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
+
+    def active_jobs_using(self, dataset_id: str) -> int:
+        rows = self._query("SELECT COUNT(*) FROM jobs WHERE dataset_id = ? AND state IN (?, ?)",
+                           (dataset_id, QUEUED, RUNNING))
+        return rows[0][0]
+
+    # jobs
+    def add_job(self, job_id: str, request: dict, dataset_id: str, idempotency_key: str | None, epochs: int,
+                max_queued: int) -> tuple[JobRow, bool]:
+        """Insert a QUEUED job. Returns (job, created); an existing key returns (that job, False).
+
+        Raises OverflowError when ``max_queued`` jobs are already waiting.
+        """
+        with self.transaction() as db:
+            if idempotency_key:
+                row = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+                if row:
+                    return _job(row), False
+            queued = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()[0]
+            if queued >= max_queued:
+                raise OverflowError(queued)
+            now = time.time()
+            db.execute("INSERT INTO jobs (id, state, request, dataset_id, idempotency_key, create_time, epochs) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (job_id, QUEUED, json.dumps(request, sort_keys=True), dataset_id, idempotency_key or None,
+                        now, epochs))
+            _insert_event(db, job_id, "state", {"state": QUEUED})
+            return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()), True
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def list_jobs(self, state: str | None, offset: int, limit: int) -> list[JobRow]:
+        if state:
+            rows = self._query("SELECT * FROM jobs WHERE state = ? ORDER BY create_time DESC, id LIMIT ? OFFSET ?",
+                               (state, limit, offset))
+        else:
+            rows = self._query("SELECT * FROM jobs ORDER BY create_time DESC, id LIMIT ? OFFSET ?", (limit, offset))
+        return [_job(r) for r in rows]
+
+    def next_queued(self) -> JobRow | None:
+        rows = self._query("SELECT * FROM jobs WHERE state = ? ORDER BY create_time, id LIMIT 1", (QUEUED,))
+        return _job(rows[0]) if rows else None
+
+    def set_state(self, job_id: str, state: str, error: str = "", only_from: tuple[str, ...] = ()) -> bool:
+        """Move a job to ``state`` (recording a state event). Returns False when ``only_from`` does
+        not hold the current state."""
+        with self.transaction() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or (only_from and row["state"] not in only_from):
+                return False
+            now = time.time()
+            sets = {"state": state, "error": error}
+            if state == RUNNING:
+                sets["start_time"] = now
+            if state in TERMINAL:
+                sets["end_time"] = now
+            db.execute(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
+                       (*sets.values(), job_id))
+            _insert_event(db, job_id, "state", {"state": state, "error": error})
+            return True
+
+    def requeue(self, job_id: str, reason: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET state = ?, attempts = attempts + 1 WHERE id = ?", (QUEUED, job_id))
+            _insert_event(db, job_id, "log", {"message": reason})
+            _insert_event(db, job_id, "state", {"state": QUEUED})
+
+    def request_cancel(self, job_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+
+    def record_epoch(self, job_id: str, metrics: dict, best: bool) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET epoch = ? WHERE id = ?", (metrics["epoch"], job_id))
+            if best:
+                db.execute("UPDATE jobs SET best = ? WHERE id = ?", (json.dumps(metrics), job_id))
+            _insert_event(db, job_id, "epoch", metrics)
+
+    # events
+    def add_event(self, job_id: str, kind: str, payload: dict) -> int:
+        with self.transaction() as db:
+            return _insert_event(db, job_id, kind, payload)
+
+    def events_after(self, job_id: str, after_id: int, limit: int = 500) -> list[EventRow]:
+        rows = self._query("SELECT * FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+                           (job_id, after_id, limit))
+        return [EventRow(r["id"], r["job_id"], r["time"], r["kind"], json.loads(r["payload"])) for r in rows]
+
+    # exports
+    def add_export(self, row: dict) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO exports VALUES (:id, :job_id, :create_time, :valid, :manifest, :error, :path)",
+                       {**row, "manifest": json.dumps(row["manifest"]), "valid": int(row["valid"])})
+
+    def get_export(self, export_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM exports WHERE id = ?", (export_id,))
+        return _export(rows[0]) if rows else None
+
+    def list_exports(self, job_id: str | None, offset: int, limit: int) -> list[dict]:
+        if job_id:
+            rows = self._query("SELECT * FROM exports WHERE job_id = ? ORDER BY create_time DESC, id LIMIT ? OFFSET ?",
+                               (job_id, limit, offset))
+        else:
+            rows = self._query("SELECT * FROM exports ORDER BY create_time DESC, id LIMIT ? OFFSET ?", (limit, offset))
+        return [_export(r) for r in rows]
+
+
+def _insert_event(db: sqlite3.Connection, job_id: str, kind: str, payload: dict) -> int:
+    cur = db.execute("INSERT INTO events (job_id, time, kind, payload) VALUES (?, ?, ?, ?)",
+                     (job_id, time.time(), kind, json.dumps(payload)))
+    return cur.lastrowid
+
+
+def _dataset(r: sqlite3.Row) -> dict:
+    return {**dict(r), "report": json.loads(r["report"])}
+
+
+def _export(r: sqlite3.Row) -> dict:
+    return {**dict(r), "manifest": json.loads(r["manifest"]), "valid": bool(r["valid"])}
+
+
+def _job(r: sqlite3.Row) -> JobRow:
+    return JobRow(r["id"], r["state"], json.loads(r["request"]), r["dataset_id"], r["idempotency_key"],
+                  r["create_time"], r["start_time"], r["end_time"], r["error"], r["epoch"], r["epochs"],
+                  json.loads(r["best"]) if r["best"] else None, r["attempts"], bool(r["cancel_requested"]))

@@ -1,0 +1,115 @@
+"""One job, one process: ``python -m edgetune.server.worker --db DB --job ID --run-dir DIR --data DIR``.
+
+Runs ``train_image`` and writes its progress to the store as events. Exit codes: 0 done;
+2 the job's input was bad (the reason is the last log event); 75 stopped by SIGTERM at the next
+training step, keeping the last finished epoch's checkpoint (resumable). Anything else is a crash the server reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import signal
+import sys
+import time
+from pathlib import Path
+
+from edgetune.errors import EdgetuneError
+from edgetune.progress import EpochEnd, LogLine, StepProgress
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 75
+STEP_EVENT_INTERVAL_S = 2.0
+
+
+class Interrupted(BaseException):
+    """Raised in the training thread when the server asks the worker to stop."""
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the server dies, so no orphan keeps training a job the restarted
+    server re-queues."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+_stop_requested = False
+
+
+def _request_stop(signum, frame) -> None:
+    # Only a flag: raising from a signal handler can land inside library code (an import, a
+    # DataLoader) that swallows it. The sink raises at the next training step instead.
+    global _stop_requested
+    _stop_requested = True
+
+
+def check_stop() -> None:
+    if _stop_requested:
+        raise Interrupted()
+
+
+class StoreSink:
+    """Progress sink writing events: every epoch and log line, step progress every few seconds.
+    It is called at every training step, so it is also where a stop request takes effect."""
+
+    def __init__(self, store, job_id: str):
+        self.store, self.job_id, self._last_step = store, job_id, 0.0
+
+    def __call__(self, event) -> None:
+        check_stop()
+        if isinstance(event, StepProgress):
+            now = time.monotonic()
+            if now - self._last_step >= STEP_EVENT_INTERVAL_S:
+                self._last_step = now
+                self.store.add_event(self.job_id, "step", vars(event))
+        elif isinstance(event, EpochEnd):
+            self.store.record_epoch(self.job_id, {"epoch": event.epoch, "seconds": event.seconds,
+                                                  **event.metrics}, event.best)
+        elif isinstance(event, LogLine):
+            self.store.add_event(self.job_id, "log", {"message": event.message})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--job", required=True)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--data", required=True)
+    args = ap.parse_args(argv)
+    _die_with_parent()
+
+    signal.signal(signal.SIGTERM, _request_stop)
+
+    from edgetune.server.jobspec import train_config
+    from edgetune.server.store import Store
+    from edgetune.trainers.image import train_image
+    from edgetune.trainers.run import RunFiles
+
+    store = Store(args.db)
+    job = store.get_job(args.job)
+    sink = StoreSink(store, args.job)
+    run_dir = Path(args.run_dir)
+    try:
+        check_stop()
+        cfg = train_config(job.request, args.data)
+        resume = RunFiles(run_dir).state.is_file()
+        if resume:
+            sink(LogLine("resuming from the last finished epoch's checkpoint"))
+        result = train_image(cfg, run_dir, sink, resume=resume)
+        sink(LogLine(result.summary()))
+        return 0
+    except Interrupted:
+        sink(LogLine("worker interrupted; the job resumes from its last checkpoint"))
+        return EXIT_INTERRUPTED
+    except EdgetuneError as e:
+        sink(LogLine(f"error: {e.subject}: {e.message}", level="error"))
+        print(f"edgetune: error: {e.subject}: {e.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

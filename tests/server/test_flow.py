@@ -1,0 +1,136 @@
+"""The whole path over a real socket: upload -> job -> watch -> export -> download -> predict."""
+
+import hashlib
+import io
+import json
+import zipfile
+
+import grpc
+import pytest
+
+from edgetune.v1 import datasets_pb2, jobs_pb2
+from tests.conftest import write_pattern_folder
+
+TINY = dict(base_model="resnet18", weights="random", epochs=2, image_size=32, batch_size=8)
+
+
+def test_full_flow(server, tmp_path):
+    client = server.client()
+    ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"), name="patterns")
+    assert ds.id.startswith("ds-") and [c.label for c in ds.report.classes] == ["a", "b", "c"]
+    assert sum(c.train + c.val for c in ds.report.classes) == 36
+
+    job = client.create_job(ds.id, **TINY)
+    assert job.state == jobs_pb2.JOB_STATE_QUEUED and job.epochs == 2
+    events = list(client.watch(job.id))
+    kinds = [e.WhichOneof("kind") for e in events]
+    states = [jobs_pb2.JobState.Name(e.state) for e in events if e.WhichOneof("kind") == "state"]
+    assert states == ["JOB_STATE_QUEUED", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
+    assert [e.epoch.epoch for e in events if e.WhichOneof("kind") == "epoch"] == [1, 2]
+    assert "log" in kinds and [e.id for e in events] == sorted(e.id for e in events)
+
+    done = client.get_job(job.id)
+    assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED and done.epoch == 2 and done.best.epoch >= 1
+
+    # A reconnecting watcher passes the last id it saw and gets exactly the rest.
+    cut = events[2].id
+    assert [e.id for e in client.watch(job.id, after_event_id=cut)] == [e.id for e in events if e.id > cut]
+
+    exp = client.export(job.id)
+    assert exp.valid and exp.parity.passed and exp.parity.max_abs_diff <= 1e-4
+    assert exp.parity.top1_agreement == 1.0 and list(exp.labels) == ["a", "b", "c"]
+
+    bundle = client.download(exp.id, tmp_path / "dl")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["valid"] and hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest() == exp.model_sha256
+
+    images = [p.read_bytes() for p in sorted((tmp_path / "pat" / "b").glob("*.png"))[:4]]
+    results = client.predict(exp.id, images, top_k=2)
+    assert len(results) == 4 and all(len(r.top) == 2 for r in results)
+    assert all(r.top[0].score >= r.top[1].score for r in results)
+
+    assert [j.id for j in client.list_jobs(jobs_pb2.JOB_STATE_SUCCEEDED)] == [job.id]
+    assert client.list_jobs(jobs_pb2.JOB_STATE_RUNNING) == []
+
+
+def test_idempotency_key(server, tmp_path):
+    client = server.client()
+    ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
+    a = client.create_job(ds.id, idempotency_key="k1", **TINY)
+    b = client.create_job(ds.id, idempotency_key="k1", **TINY)
+    assert a.id == b.id
+    with pytest.raises(grpc.RpcError) as e:
+        client.create_job(ds.id, idempotency_key="k1", **{**TINY, "epochs": 3})
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS and "idempotency_key" in e.value.details()
+    client.cancel_job(a.id)
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _header(data: bytes, **over):
+    h = dict(name="x", format=datasets_pb2.DATASET_FORMAT_ZIP, total_size=len(data),
+             sha256=hashlib.sha256(data).hexdigest())
+    h.update(over)
+    return datasets_pb2.UploadHeader(**h)
+
+
+def test_bad_requests_get_their_documented_codes(server, tmp_path):
+    client = server.client()
+    ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
+    png = (tmp_path / "pat" / "a" / "a_0.png").read_bytes()
+    ok_zip = _zip({"a/1.png": png, "b/1.png": png})
+    code = grpc.StatusCode
+    cases = [
+        ("unknown arch", lambda: client.create_job(ds.id, **{**TINY, "base_model": "resnet9000"}),
+         code.INVALID_ARGUMENT, "base_model"),
+        ("negative lr", lambda: client.create_job(ds.id, **{**TINY, "learning_rate": -1.0}),
+         code.INVALID_ARGUMENT, "hyperparameters.learning_rate"),
+        ("negative epochs", lambda: client.create_job(ds.id, **{**TINY, "epochs": -1}),
+         code.INVALID_ARGUMENT, "hyperparameters.epochs"),
+        ("no method", lambda: client.create_job(ds.id, method="nope", **{k: v for k, v in TINY.items()}),
+         code.INVALID_ARGUMENT, "method"),
+        ("weights path", lambda: client.create_job(ds.id, **{**TINY, "weights": "/etc/passwd"}),
+         code.INVALID_ARGUMENT, "weights"),
+        ("no catalog weights", lambda: client.create_job(ds.id, **{**TINY, "weights": "catalog"}),
+         code.INVALID_ARGUMENT, "weights"),
+        ("unknown dataset", lambda: client.create_job("ds-000000000000", **TINY), code.NOT_FOUND, "dataset_id"),
+        ("unknown job", lambda: client.get_job("job-nope"), code.NOT_FOUND, "job_id"),
+        ("unknown export", lambda: client.predict("exp-nope", [png]), code.NOT_FOUND, "export_id"),
+        ("bad page token", lambda: client.jobs.ListJobs(jobs_pb2.ListJobsRequest(page_token="x")),
+         code.INVALID_ARGUMENT, "page_token"),
+        ("sha mismatch", lambda: client.upload_bytes(_header(ok_zip, sha256="0" * 64), ok_zip),
+         code.INVALID_ARGUMENT, "header.sha256"),
+        ("size mismatch", lambda: client.upload_bytes(_header(ok_zip, total_size=len(ok_zip) + 5), ok_zip),
+         code.INVALID_ARGUMENT, "header.total_size"),
+        ("no format", lambda: client.upload_bytes(_header(ok_zip, format=0), ok_zip),
+         code.INVALID_ARGUMENT, "header.format"),
+        ("one class", lambda: client.upload_bytes(_header(_zip({"a/1.png": png})), _zip({"a/1.png": png})),
+         code.INVALID_ARGUMENT, "at least 2 classes"),
+        ("corrupt image", lambda: client.upload_bytes(
+            _header(z := _zip({"a/1.png": png, "b/1.png": png, "b/bad.png": b"garbage"})), z),
+         code.INVALID_ARGUMENT, "bad.png"),
+        ("oversized upload", lambda: client.upload_bytes(_header(ok_zip, total_size=10 * 1024**3), ok_zip),
+         code.RESOURCE_EXHAUSTED, "quota"),
+        ("archive escaping", lambda: client.upload_bytes(
+            _header(z := _zip({"a/1.png": png, "../evil.png": png})), z),
+         code.INVALID_ARGUMENT, "unsafe entry"),
+    ]
+    for name, call, expected, words in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() == expected, (name, e.value.code(), e.value.details())
+        assert words in e.value.details(), (name, e.value.details())
+    assert not (tmp_path / "evil.png").exists() and not (server.data_dir / "evil.png").exists()
+    # Export of an unfinished job is a precondition failure; the server is still serving.
+    job = client.create_job(ds.id, **{**TINY, "epochs": 50})
+    with pytest.raises(grpc.RpcError) as e:
+        client.export(job.id)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    client.cancel_job(job.id)
+    assert len(client.list_base_models()) >= 8

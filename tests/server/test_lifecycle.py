@@ -1,0 +1,108 @@
+"""Cancel, concurrent watchers, and a server killed (SIGKILL) mid-job then restarted."""
+
+import threading
+import time
+
+from edgetune.v1 import jobs_pb2
+from tests.conftest import write_pattern_folder
+from tests.server.conftest import ServerProcess
+
+SLOW = dict(base_model="resnet18", weights="random", epochs=40, image_size=32, batch_size=4)
+
+
+def _wait(predicate, timeout=120, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def _epoch_done(client, job_id, n=1):
+    return lambda: client.get_job(job_id).epoch >= n
+
+
+def test_cancel_stops_a_running_job_within_seconds(server, tmp_path):
+    client = server.client()
+    ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
+    job = client.create_job(ds.id, **SLOW)
+    _wait(lambda: client.get_job(job.id).state == jobs_pb2.JOB_STATE_RUNNING)
+    t0 = time.monotonic()
+    client.cancel_job(job.id)
+    _wait(lambda: client.get_job(job.id).state == jobs_pb2.JOB_STATE_CANCELLED, timeout=15)
+    assert time.monotonic() - t0 < 15
+    # A queued job is cancelled at once; the server keeps serving.
+    queued = client.create_job(ds.id, **SLOW)
+    assert client.cancel_job(queued.id).state in (jobs_pb2.JOB_STATE_CANCELLED, jobs_pb2.JOB_STATE_RUNNING)
+    _wait(lambda: client.get_job(queued.id).state == jobs_pb2.JOB_STATE_CANCELLED, timeout=15)
+
+
+def test_two_clients_watch_one_job(server, tmp_path):
+    client = server.client()
+    ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
+    job = client.create_job(ds.id, **{**SLOW, "epochs": 2})
+    seen = [[], []]
+
+    def watch(i):
+        c = server.client()
+        seen[i] = [e.id for e in c.watch(job.id)]
+        c.close()
+
+    threads = [threading.Thread(target=watch, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert seen[0] and seen[0] == seen[1]
+    assert client.get_job(job.id).state == jobs_pb2.JOB_STATE_SUCCEEDED
+
+
+def test_sigkill_mid_job_then_restart_resumes_and_keeps_events(tmp_path):
+    data = tmp_path / "data"
+    first = ServerProcess(data).start()
+    client = first.client()
+    ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
+    job = client.create_job(ds.id, **{**SLOW, "epochs": 4})
+    _wait(_epoch_done(client, job.id, 1))
+    history = []
+    for e in client.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id)):
+        history.append(e)
+        if e.WhichOneof("kind") == "epoch":
+            break
+    client.close()
+    first.kill()  # no grace: the worker dies with it
+
+    second = ServerProcess(data).start()
+    try:
+        client = second.client()
+        events = list(client.watch(job.id))
+        assert [e.id for e in events[:len(history)]] == [e.id for e in history]  # history intact
+        final = client.get_job(job.id)
+        assert final.state == jobs_pb2.JOB_STATE_SUCCEEDED, final.error
+        assert final.attempts == 1 and final.epoch == 4
+        logs = [e.log for e in events if e.WhichOneof("kind") == "log"]
+        assert any("server restarted" in m for m in logs) and any("resuming" in m for m in logs)
+        epochs = [e.epoch.epoch for e in events if e.WhichOneof("kind") == "epoch"]
+        assert epochs[-1] == 4 and sorted(set(epochs)) == [1, 2, 3, 4]
+    finally:
+        second.stop()
+
+
+def test_sigterm_requeues_running_jobs_for_the_next_start(tmp_path):
+    data = tmp_path / "data"
+    first = ServerProcess(data).start()
+    client = first.client()
+    ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
+    job = client.create_job(ds.id, **{**SLOW, "epochs": 3})
+    _wait(_epoch_done(client, job.id, 1))
+    client.close()
+    assert first.stop() == 0
+    second = ServerProcess(data).start()
+    try:
+        client = second.client()
+        _wait(lambda: client.get_job(job.id).state == jobs_pb2.JOB_STATE_SUCCEEDED, timeout=180)
+        assert client.get_job(job.id).epoch == 3
+    finally:
+        second.stop()

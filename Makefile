@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install node-deps demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The Node.js client's dependencies, for its end-to-end test (skipped where npm is missing).
+node-deps:
+	@if command -v npm >/dev/null 2>&1; then \
+		[ clients/node/node_modules/.package-lock.json -nt clients/node/package-lock.json ] || \
+		(cd clients/node && npm ci --no-audit --no-fund); \
+	else echo "npm not found: the Node.js client test will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/edgetune demo
 
-test: $(STAMP)
+test: $(STAMP) node-deps
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
@@ -28,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_epoch.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache clients/node/node_modules

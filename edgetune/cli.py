@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
 
-    demo = sub.add_parser("demo", help="fine-tune EfficientNet-Lite0 on digits, export, verify, predict")
+    demo = sub.add_parser("demo", help="start the service and, through it, fine-tune EfficientNet-Lite0 on "
+                                       "digits, export, verify and predict")
     demo.add_argument("--workdir", default="demo-output")
     demo.add_argument("--epochs", type=int, default=3)
     return p
@@ -116,13 +117,13 @@ def _train(args) -> int:
 
 
 def _export(args) -> int:
-    from edgetune.demo import bundle_parity_line
     from edgetune.export.bundle import export_bundle
+    from edgetune.export.parity import parity_line
     from edgetune.progress import TerminalProgress
 
     result = export_bundle(args.run, args.out, device=args.device, force=args.force, atol=args.atol,
                            progress=TerminalProgress())
-    print(bundle_parity_line(result.parity))
+    print(parity_line(result.parity))
     print(f"bundle: {result.dir}")
     return 0
 
@@ -150,7 +151,7 @@ def _models(args) -> int:
 
 
 def _demo(args) -> int:
-    from edgetune.demo import run_demo
+    from edgetune.server.demo import run_demo
     from edgetune.progress import TerminalProgress
 
     run_demo(args.workdir, TerminalProgress(sys.stdout), epochs=args.epochs)

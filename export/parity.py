@@ -103,3 +103,9 @@ def check_parity(model: nn.Module, session: ort.InferenceSession, spec: ExportSp
     if not report.passed:
         raise ParityError("model.onnx", report.summary(), report)
     return report
+
+
+def parity_line(parity: dict) -> str:
+    """One line for a saved parity report (a manifest's ``parity`` dict)."""
+    return (f"parity {'PASSED' if parity['passed'] else 'FAILED'}: max abs diff {parity['max_abs_diff']:.2e} "
+            f"(tolerance {parity['atol']:.0e}), top-1 agreement {parity['top1_agreement']:.0%}")

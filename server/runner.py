@@ -98,7 +98,12 @@ class JobRunner:
             items = list(self._procs.items())
         for job_id, proc in items:
             if proc.poll() is None:
-                if job_id in self._kill_at and time.monotonic() > self._kill_at[job_id]:
+                if job_id not in self._kill_at:
+                    # Also catches a cancel that landed between RUNNING and the worker's registration.
+                    if self.store.get_job(job_id).cancel_requested:
+                        proc.send_signal(signal.SIGTERM)
+                        self._kill_at[job_id] = time.monotonic() + CANCEL_GRACE_S
+                elif time.monotonic() > self._kill_at[job_id]:
                     proc.kill()
                 continue
             self._finish(job_id, proc)

@@ -1,0 +1,109 @@
+// A small, idiomatic Node.js client for the edgetune gRPC API (edgetune.v1).
+// The contract is read at run time from protos/ with @grpc/proto-loader: no generated code.
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const PROTO_ROOT = path.resolve(here, '..', '..', 'protos');
+const FILES = ['datasets', 'jobs', 'models', 'exports', 'inference'].map((n) => `edgetune/v1/${n}.proto`);
+const CHUNK = 1 << 20;
+const TERMINAL = new Set(['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED']);
+
+function loadPackage() {
+  const def = protoLoader.loadSync(FILES, {
+    includeDirs: [PROTO_ROOT], keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true,
+  });
+  return grpc.loadPackageDefinition(def).edgetune.v1;
+}
+
+// Turn a unary callback method into a promise with a deadline in seconds.
+function call(stub, method, request, deadlineS) {
+  const deadline = new Date(Date.now() + deadlineS * 1000);
+  return new Promise((resolve, reject) => {
+    stub[method](request, { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+export class EdgetuneClient {
+  /** @param {string} target host:port of an edgetune server */
+  constructor(target = '127.0.0.1:50051') {
+    const v1 = loadPackage();
+    const creds = grpc.credentials.createInsecure();
+    this.datasets = new v1.Datasets(target, creds);
+    this.jobs = new v1.Jobs(target, creds);
+    this.exports = new v1.Exports(target, creds);
+    this.inference = new v1.Inference(target, creds);
+    this.models = new v1.Models(target, creds);
+  }
+
+  close() {
+    for (const stub of [this.datasets, this.jobs, this.exports, this.inference, this.models]) stub.close();
+  }
+
+  /** Upload a .zip of an ImageFolder; resolves to the Dataset with its validation report. */
+  async uploadDataset(zipPath, name = path.basename(zipPath)) {
+    const data = await readFile(zipPath);
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    const deadline = new Date(Date.now() + 600_000);
+    return new Promise((resolve, reject) => {
+      const stream = this.datasets.uploadDataset({ deadline }, (err, res) => (err ? reject(err) : resolve(res)));
+      stream.write({ header: { name, format: 'DATASET_FORMAT_ZIP', totalSize: data.length, sha256 } });
+      for (let i = 0; i < data.length; i += CHUNK) stream.write({ chunk: data.subarray(i, i + CHUNK) });
+      stream.end();
+    });
+  }
+
+  listBaseModels() {
+    return call(this.models, 'listBaseModels', {}, 5).then((r) => r.models);
+  }
+
+  /** Queue a job. `hyperparameters` uses the proto's camelCase names (epochs, imageSize, ...). */
+  createJob({ datasetId, baseModel, method = 'METHOD_FULL', weights = 'catalog', hyperparameters = {},
+    idempotencyKey = '' }) {
+    return call(this.jobs, 'createJob', {
+      task: 'TASK_IMAGE_CLASSIFICATION', baseModel, weights, method, hyperparameters, datasetId, idempotencyKey,
+    }, 10);
+  }
+
+  getJob(jobId) {
+    return call(this.jobs, 'getJob', { jobId }, 5);
+  }
+
+  /** Async iterator over a job's events until it finishes; reconnects from the last event id. */
+  async* watch(jobId, afterEventId = 0) {
+    let last = afterEventId;
+    for (;;) {
+      try {
+        for await (const event of this.jobs.watchJob({ jobId, afterEventId: last })) {
+          last = event.id;
+          yield event;
+        }
+        return;
+      } catch (err) {
+        if (err.code !== grpc.status.UNAVAILABLE) throw err;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  /** Wait for a job to finish, calling onEvent for each event; resolves to the final Job. */
+  async waitForJob(jobId, onEvent = () => {}) {
+    for await (const event of this.watch(jobId)) onEvent(event);
+    const job = await this.getJob(jobId);
+    if (!TERMINAL.has(job.state)) throw new Error(`watch ended with job in ${job.state}`);
+    return job;
+  }
+
+  exportModel(jobId, atol = 0) {
+    return call(this.exports, 'exportModel', { jobId, atol }, 300);
+  }
+
+  /** Classify encoded images (Buffers); resolves to one { top: [{label, score}] } per image. */
+  predict(exportId, images, topK = 5) {
+    return call(this.inference, 'predict', { exportId, images, topK }, 30).then((r) => r.results);
+  }
+}

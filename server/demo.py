@@ -1,0 +1,117 @@
+"""The main job on embedded defaults, through the service: start a server (SQLite + local disk),
+then over gRPC upload scikit-learn's digits, fine-tune the packaged ImageNet EfficientNet-Lite0,
+watch it, export with the parity gate, download the bundle and predict.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from edgetune.errors import InvalidArgument
+from edgetune.export.bundle import held_out_inputs, held_out_paths
+from edgetune.export.parity import parity_line
+from edgetune.export.runtime import create_session
+from edgetune.latency import measure_latency
+from edgetune.progress import LogLine, ProgressSink
+from edgetune.trainers.run import load_run_model
+from edgetune.v1 import jobs_pb2
+
+from .client import EdgetuneClient
+from .grpc_app import RunningServer
+from .service import EdgetuneService, ServerConfig
+
+
+def _prepare(workdir: Path) -> None:
+    marker = workdir / ".edgetune-demo"
+    if workdir.exists() and any(workdir.iterdir()):
+        if not marker.is_file():
+            raise InvalidArgument("--workdir", f"{workdir} is not empty and not an earlier demo's folder")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _show(event, progress: ProgressSink) -> None:
+    kind = event.WhichOneof("kind")
+    if kind == "state":
+        progress(LogLine(f"job state: {jobs_pb2.JobState.Name(event.state).removeprefix('JOB_STATE_')}"))
+    elif kind == "epoch":
+        m = event.epoch
+        progress(LogLine(f"epoch {m.epoch}: train_loss {m.train_loss:.4f} val_loss {m.val_loss:.4f} "
+                         f"val_accuracy {m.val_accuracy:.4f} val_macro_f1 {m.val_macro_f1:.4f} ({m.seconds:.1f}s)"))
+    elif kind == "step":
+        s = event.step
+        progress(LogLine(f"  epoch {s.epoch}/{s.epochs} step {s.step}/{s.steps} loss {s.loss:.4f} "
+                         f"ETA {s.eta_seconds:.0f}s"))
+    elif kind == "log" and not event.log.startswith("run:"):
+        progress(LogLine(event.log))
+
+
+def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image_size: int = 64) -> dict:
+    """Run the whole path through a local server and return the figures it printed."""
+    from edgetune.digits import write_digits_imagefolder
+
+    t0 = time.monotonic()
+    workdir = Path(workdir)
+    _prepare(workdir)
+    digits = write_digits_imagefolder(workdir / "digits")
+    data_dir = workdir / "server"
+    server = RunningServer(EdgetuneService(ServerConfig(data_dir=data_dir, slots=1)), "127.0.0.1", 0, False)
+    server.start()
+    progress(LogLine(f"edgetune server on 127.0.0.1:{server.port} (SQLite + local disk in {data_dir})"))
+    client = EdgetuneClient(f"127.0.0.1:{server.port}")
+    try:
+        client.wait_ready()
+        ds = client.upload_dataset(digits, name="sklearn-digits")
+        progress(LogLine(f"uploaded {ds.id}: {len(ds.report.classes)} classes, "
+                         f"{sum(c.train + c.val for c in ds.report.classes)} images ({ds.report.split} split)"))
+        job = client.create_job(ds.id, "efficientnet_lite0", "full", "catalog", epochs=epochs, image_size=image_size)
+        progress(LogLine(f"created {job.id}: efficientnet_lite0 (ImageNet weights from the local catalog), full"))
+        for event in client.watch(job.id):
+            _show(event, progress)
+        job = client.get_job(job.id)
+        if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
+            raise RuntimeError(f"job {job.id} ended {jobs_pb2.JobState.Name(job.state)}: {job.error}")
+        exp = client.export(job.id)
+        parity = {"passed": exp.parity.passed, "max_abs_diff": exp.parity.max_abs_diff,
+                  "atol": exp.parity.atol, "top1_agreement": exp.parity.top1_agreement}
+        if not exp.valid:
+            raise RuntimeError(f"export {exp.id} failed its parity gate: {exp.error}")
+        bundle = client.download(exp.id, workdir / "bundles")
+
+        run_dir = data_dir / "jobs" / job.id / "run"  # the demo shares the server's disk
+        held = held_out_paths(run_dir)  # validation images the model never trained on
+        samples = [held[i] for i in (0, len(held) // 2, len(held) - 1)]
+        results = client.predict(exp.id, [Path(p).read_bytes() for p in samples], top_k=3)
+        one = Path(samples[0]).read_bytes()
+        for _ in range(5):
+            client.predict(exp.id, [one], top_k=1)
+        rpc_ms = []
+        for _ in range(30):
+            t = time.perf_counter()
+            client.predict(exp.id, [one], top_k=1)
+            rpc_ms.append((time.perf_counter() - t) * 1000)
+    finally:
+        client.close()
+        server.stop(5)
+    # Measured with the server stopped: its warm ORT threads would otherwise compete with eager.
+    model = load_run_model(run_dir)
+    lat = measure_latency(model.model, create_session(bundle / "model.onnx", "cpu"),
+                          held_out_inputs(run_dir, model.preprocessing)[:1])
+    total = time.monotonic() - t0
+    lines = ["", "=== edgetune demo (through the gRPC service) ===",
+             f"val accuracy {job.best.val_accuracy:.4f}, macro-F1 {job.best.val_macro_f1:.4f} "
+             f"(best epoch {job.best.epoch} of {epochs})",
+             parity_line(parity),
+             f"latency batch 1 ({image_size}px, CPU): PyTorch eager {lat.eager_ms:.2f} ms, ONNX Runtime "
+             f"{lat.ort_ms:.2f} ms ({lat.speedup:.1f}x); Predict over gRPC p50 {statistics.median(rpc_ms):.2f} ms"]
+    for path, r in zip(samples, results):
+        lines.append(f"predict {Path(path).parent.name}/{Path(path).name}: "
+                     + ", ".join(f"{t.label} {t.score:.3f}" for t in r.top))
+    lines.append(f"bundle: {bundle}  (total {total:.0f}s)")
+    progress(LogLine("\n".join(lines)))
+    return {"accuracy": job.best.val_accuracy, "macro_f1": job.best.val_macro_f1, "parity": parity,
+            "eager_ms": lat.eager_ms, "ort_ms": lat.ort_ms, "seconds": total, "bundle": str(bundle)}

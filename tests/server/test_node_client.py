@@ -1,0 +1,41 @@
+"""The contract works outside Python: the Node.js client drives a real server end to end."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_pattern_folder
+
+NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir(),
+    reason="needs node and `npm ci` in clients/node (make test does both)")
+
+
+def test_node_client_end_to_end(server, tmp_path):
+    data = write_pattern_folder(tmp_path / "pat")
+    archive = shutil.make_archive(str(tmp_path / "pat"), "zip", root_dir=data)
+    image = next((data / "c").glob("*.png"))
+    proc = subprocess.run(["node", "e2e.js", server.target, archive, str(image)], cwd=NODE_DIR,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["state"] == "JOB_STATE_SUCCEEDED" and out["classes"] == ["a", "b", "c"]
+    assert out["events"]["state"] >= 3 and out["events"]["epoch"] == 2
+    assert out["parityMaxAbsDiff"] <= 1e-4 and len(out["top"]) == 3
+    assert out["models"] >= 8
+
+
+def test_node_client_sees_status_codes(server, tmp_path):
+    script = ("import { EdgetuneClient } from './client.js';"
+              "const c = new EdgetuneClient(process.argv[1]);"
+              "try { await c.getJob('job-missing'); } catch (e) { console.log(JSON.stringify({code: e.code, "
+              "details: e.details})); } finally { c.close(); }")
+    proc = subprocess.run(["node", "--input-type=module", "-e", script, server.target], cwd=NODE_DIR,
+                          capture_output=True, text=True, timeout=60)
+    out = json.loads(proc.stdout)
+    assert out["code"] == 5 and out["details"].startswith("job_id:")  # 5 = NOT_FOUND

@@ -33,6 +33,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/train_epoch.py
+	$(BIN)/python bench/grpc_predict.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache clients/node/node_modules

@@ -1,0 +1,126 @@
+"""Predict over gRPC vs in-process ONNX Runtime, side by side in one run.
+
+A real server process (``edgetune serve``) fine-tunes EfficientNet-Lite0 for one epoch on the
+digits at 64px and exports it; then the same PNG bytes are classified (decode, preprocess, ORT,
+softmax, top-k) in-process and over gRPC on loopback. Reports batch-1 latency (p50, p99) and
+throughput with 1 and 8 concurrent clients (threads, one channel each).
+
+    .venv/bin/python bench/grpc_predict.py [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.digits import write_digits_imagefolder
+from edgetune.export.runtime import BundlePredictor, softmax
+from edgetune.imaging import decode_rgb, normalize, resize_uint8
+from edgetune.server.client import EdgetuneClient
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "edgetune.cli", "serve", "--port", "0", "--data-dir",
+                             str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        m = re.search(r"serving on ([\d.]+:\d+)", line)
+        if m:
+            return proc, m.group(1)
+    raise RuntimeError("server did not start")
+
+
+def percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def in_process_predict(predictor: BundlePredictor, image: bytes) -> list:
+    prep = predictor.preprocessing
+    x = normalize(resize_uint8(decode_rgb(image), prep.size, prep.interpolation)[None], prep)
+    probs = softmax(predictor.logits(x))[0]
+    return [(predictor.labels[j], float(probs[j])) for j in np.argsort(-probs)[:1]]
+
+
+def latencies(fn, n: int) -> list[float]:
+    for _ in range(20):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def throughput(make_fn, clients: int, per_client: int) -> float:
+    fns = [make_fn() for _ in range(clients)]
+    for fn in fns:
+        fn()
+    barrier = threading.Barrier(clients + 1)
+
+    def work(fn):
+        barrier.wait()
+        for _ in range(per_client):
+            fn()
+
+    threads = [threading.Thread(target=work, args=(fn,)) for fn in fns]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return clients * per_client / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=300)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        digits = write_digits_imagefolder(tmp / "digits")
+        proc, target = start_server(tmp / "server")
+        try:
+            client = EdgetuneClient(target)
+            client.wait_ready()
+            ds = client.upload_dataset(digits)
+            job = client.create_job(ds.id, "efficientnet_lite0", "full", "catalog", epochs=1, image_size=64)
+            for _ in client.watch(job.id):
+                pass
+            exp = client.export(job.id)
+            bundle = client.download(exp.id, tmp / "dl")
+            image = next((digits / "3").glob("*.png")).read_bytes()
+            predictor = BundlePredictor(bundle, device="cpu")
+
+            local = latencies(lambda: in_process_predict(predictor, image), args.requests)
+            remote = latencies(lambda: client.predict(exp.id, [image], top_k=1), args.requests)
+            print(f"# efficientnet_lite0 at 64px, batch 1, CPU, {os.cpu_count()} cores; server in its own process")
+            print(f"{'':<22}{'p50 ms':>8}{'p99 ms':>8}")
+            print(f"{'in-process ORT':<22}{percentile(local, 50):>8.3f}{percentile(local, 99):>8.3f}")
+            print(f"{'Predict over gRPC':<22}{percentile(remote, 50):>8.3f}{percentile(remote, 99):>8.3f}")
+            print(f"gRPC overhead at p50: {percentile(remote, 50) - percentile(local, 50):.3f} ms")
+
+            per = max(20, args.requests // 4)
+            for n in (1, 8):
+                tl = throughput(lambda: (lambda: in_process_predict(predictor, image)), n, per)
+                tr = throughput(lambda: (lambda c=EdgetuneClient(target): c.predict(exp.id, [image], top_k=1)), n, per)
+                print(f"{n} client(s): in-process {tl:.0f} req/s, gRPC {tr:.0f} req/s ({tr / tl:.0%} of in-process)")
+            client.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

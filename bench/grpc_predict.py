@@ -114,8 +114,11 @@ def main() -> None:
             per = max(20, args.requests // 4)
             for n in (1, 8):
                 tl = throughput(lambda: (lambda: in_process_predict(predictor, image)), n, per)
+                cpu0 = time.process_time()
                 tr = throughput(lambda: (lambda c=EdgetuneClient(target): c.predict(exp.id, [image], top_k=1)), n, per)
-                print(f"{n} client(s): in-process {tl:.0f} req/s, gRPC {tr:.0f} req/s ({tr / tl:.0%} of in-process)")
+                client_cpu_ms = (time.process_time() - cpu0) / (n * per + n) * 1000
+                print(f"{n} client(s): in-process {tl:.0f} req/s, gRPC {tr:.0f} req/s ({tr / tl:.0%} of in-process); "
+                      f"the clients themselves used {client_cpu_ms:.2f} ms CPU per request on the same cores")
             client.close()
         finally:
             proc.terminate()

@@ -24,6 +24,8 @@ def add_parsers(sub) -> None:
                        help="concurrent jobs (default: GPU count, 1 on CPU)")
     serve.add_argument("--max-queued", type=int, default=_env("EDGETUNE_MAX_QUEUED", 32))
     serve.add_argument("--max-upload-mb", type=int, default=_env("EDGETUNE_MAX_UPLOAD_MB", 2048))
+    serve.add_argument("--stall-timeout", type=float, default=_env("EDGETUNE_STALL_TIMEOUT_S", 1800.0),
+                       help="seconds without progress after which a job's worker counts as hung")
     serve.add_argument("--grace", type=float, default=_env("EDGETUNE_GRACE_S", 10.0),
                        help="seconds in-flight RPCs get on SIGTERM")
     serve.add_argument("--reflection", action="store_true", default=bool(_env("EDGETUNE_REFLECTION", 0)),
@@ -73,7 +75,7 @@ def run_serve(args) -> int:
 
         slots = max(1, torch.cuda.device_count())
     cfg = ServerConfig(data_dir=Path(args.data_dir), slots=slots, max_queued=args.max_queued,
-                       max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+                       max_upload_bytes=args.max_upload_mb * 1024 * 1024, stall_timeout_s=args.stall_timeout)
     serve(cfg, args.host, args.port, args.reflection, args.grace, on_ready=lambda m: print(m, flush=True))
     return 0
 

@@ -23,10 +23,13 @@ CANCEL_GRACE_S = 10.0
 
 
 class JobRunner:
-    def __init__(self, store: Store, data_dir: Path, slots: int, max_attempts: int = 3):
+    def __init__(self, store: Store, data_dir: Path, slots: int, max_attempts: int = 3,
+                 stall_timeout_s: float = 1800.0):
         self.store, self.data_dir, self.slots, self.max_attempts = store, data_dir, slots, max_attempts
+        self.stall_timeout_s = stall_timeout_s
         self._procs: dict[str, subprocess.Popen] = {}
         self._kill_at: dict[str, float] = {}
+        self._stalled: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -105,6 +108,9 @@ class JobRunner:
                         self._kill_at[job_id] = time.monotonic() + CANCEL_GRACE_S
                 elif time.monotonic() > self._kill_at[job_id]:
                     proc.kill()
+                if time.time() - self.store.last_activity(job_id) > self.stall_timeout_s:
+                    self._stalled.add(job_id)  # a hung worker: no event for too long
+                    proc.kill()
                 continue
             self._finish(job_id, proc)
 
@@ -148,6 +154,11 @@ class JobRunner:
         job = self.store.get_job(job_id)
         if job.cancel_requested:
             self.store.set_state(job_id, CANCELLED, "cancelled by request")
+        elif job_id in self._stalled:
+            self._stalled.discard(job_id)
+            tail = " | ".join(self._log_tail(job_id, 5))
+            self.store.set_state(job_id, FAILED, f"no progress for {self.stall_timeout_s:.0f}s; worker killed; "
+                                                 f"last log lines: {tail}")
         elif rc == 0:
             self.store.set_state(job_id, SUCCEEDED)
         elif self._stopping:

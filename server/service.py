@@ -50,6 +50,7 @@ class ServerConfig:
     max_extracted_bytes: int = 20 * 1024**3
     predictor_cache: int = 4  # warm ONNX Runtime sessions kept
     max_attempts: int = 3  # restarts a running job survives
+    stall_timeout_s: float = 1800.0  # a worker with no event for this long is hung: killed, job FAILED
     extra: dict = field(default_factory=dict)
 
 
@@ -146,7 +147,8 @@ class EdgetuneService:
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir / "edgetune.sqlite")
-        self.runner = JobRunner(self.store, self.data_dir, config.slots, config.max_attempts)
+        self.runner = JobRunner(self.store, self.data_dir, config.slots, config.max_attempts,
+                                config.stall_timeout_s)
         self._predictors: OrderedDict[str, BundlePredictor] = OrderedDict()
         self._predictors_lock = threading.Lock()
         self._export_lock = threading.Lock()

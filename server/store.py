@@ -199,6 +199,11 @@ class Store:
                 db.execute("UPDATE jobs SET best = ? WHERE id = ?", (json.dumps(metrics), job_id))
             _insert_event(db, job_id, "epoch", metrics)
 
+    def last_activity(self, job_id: str) -> float:
+        """Time of the job's latest event (workers write one at least every few seconds of training)."""
+        rows = self._query("SELECT MAX(time) FROM events WHERE job_id = ?", (job_id,))
+        return rows[0][0] or 0.0
+
     # events
     def add_event(self, job_id: str, kind: str, payload: dict) -> int:
         with self.transaction() as db:

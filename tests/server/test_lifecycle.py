@@ -1,7 +1,10 @@
-"""Cancel, concurrent watchers, and a server killed (SIGKILL) mid-job then restarted."""
+"""Cancel, concurrent watchers, crashed and hung workers, and a server killed (SIGKILL) mid-job."""
 
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 from edgetune.v1 import jobs_pb2
 from tests.conftest import write_pattern_folder
@@ -106,3 +109,42 @@ def test_sigterm_requeues_running_jobs_for_the_next_start(tmp_path):
         assert client.get_job(job.id).epoch == 3
     finally:
         second.stop()
+
+
+def _worker_pid(job_id: str) -> int:
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"edgetune.server.worker" in cmd and job_id.encode() in cmd:
+                return int(proc.name)
+    return 0
+
+
+def test_a_worker_killed_like_by_the_oom_killer_fails_its_job_and_the_server_keeps_serving(server, tmp_path):
+    client = server.client()
+    ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
+    job = client.create_job(ds.id, **SLOW)
+    _wait(_epoch_done(client, job.id, 1))
+    os.kill(_wait(lambda: _worker_pid(job.id)), signal.SIGKILL)
+    _wait(lambda: client.get_job(job.id).state == jobs_pb2.JOB_STATE_FAILED, timeout=30)
+    error = client.get_job(job.id).error
+    assert "killed by signal 9" in error and "last log lines" in error
+    # The server is fine and runs the next job.
+    nxt = client.create_job(ds.id, **{**SLOW, "epochs": 1})
+    _wait(lambda: client.get_job(nxt.id).state == jobs_pb2.JOB_STATE_SUCCEEDED, timeout=120)
+
+
+def test_a_worker_without_progress_is_killed_as_hung(tmp_path):
+    # A stall timeout shorter than a worker's start-up: its first event comes too late.
+    s = ServerProcess(tmp_path / "data", "--stall-timeout", "0.5").start()
+    try:
+        client = s.client()
+        ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
+        job = client.create_job(ds.id, **SLOW)
+        _wait(lambda: client.get_job(job.id).state == jobs_pb2.JOB_STATE_FAILED, timeout=60)
+        assert "no progress for" in client.get_job(job.id).error
+    finally:
+        s.stop()

@@ -180,11 +180,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 class RunningServer:
     """A started server: the grpc server, the service and its health servicer."""
 
-    def __init__(self, service: EdgetuneService, host: str, port: int, reflection: bool, max_workers: int = 32):
+    def __init__(self, service: EdgetuneService, host: str, port: int, reflection: bool, max_workers: int = 64):
         self.service = service
         self.health = health.HealthServicer()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                                   interceptors=[DomainErrors()],
+                                  # Beyond this, callers get RESOURCE_EXHAUSTED instead of starving
+                                  # health checks (each WatchJob holds a thread while it streams).
+                                  maximum_concurrent_rpcs=max_workers - 4,
                                   options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                            ("grpc.max_send_message_length", MAX_MESSAGE)])
         datasets_pb2_grpc.add_DatasetsServicer_to_server(DatasetsServicer(service), self.server)
@@ -207,15 +210,14 @@ class RunningServer:
             self.health.set(name, status)
 
     def start(self) -> None:
+        self.service.start()  # recovery runs before any RPC is served
         self.server.start()
-        self.service.start()  # the store is open; recovery runs here
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace_s: float) -> None:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        done = self.server.stop(grace_s)
-        self.service.stop(grace_s)
-        done.wait(grace_s + 1)
+        done = self.server.stop(grace_s)  # returns at once; in-flight RPCs get grace_s
+        self.service.stop(grace_s, rpcs_drained=lambda: done.wait(grace_s + 1))
 
 
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 50051, reflection: bool = False,

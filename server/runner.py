@@ -31,6 +31,7 @@ class JobRunner:
         self._kill_at: dict[str, float] = {}
         self._stalled: set[str] = set()
         self._lock = threading.Lock()
+        self._launch_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
@@ -43,9 +44,9 @@ class JobRunner:
         for job in self.store.list_jobs(RUNNING, 0, 1_000_000):
             if job.cancel_requested:
                 self.store.set_state(job.id, CANCELLED, "cancelled; the server stopped before the worker did")
-            elif job.attempts + 1 >= self.max_attempts:
-                self.store.set_state(job.id, FAILED, f"server restarted while running; gave up after "
-                                                     f"{job.attempts + 1} attempts")
+            elif job.attempts >= self.max_attempts:
+                self.store.set_state(job.id, FAILED, f"server died while running it {job.attempts + 1} times; "
+                                                     f"gave up")
             else:
                 self.store.requeue(job.id, "server restarted while the job was running; it resumes from "
                                            "its last finished epoch")
@@ -69,7 +70,10 @@ class JobRunner:
 
     def shutdown(self, grace_s: float) -> None:
         """Stop workers (they keep their last checkpoint) and re-queue their jobs for the next start."""
-        self._stopping = True
+        # Not joining the runner thread yet: workers get PR_SET_PDEATHSIG from the thread that started
+        # them, so it must outlive them. The launch lock waits out a launch in progress instead.
+        with self._launch_lock:
+            self._stopping = True
         self.wake()
         with self._lock:
             procs = dict(self._procs)
@@ -119,28 +123,34 @@ class JobRunner:
             with self._lock:
                 if len(self._procs) >= self.slots:
                     return
-            job = self.store.next_queued()
-            if job is None:
-                return
-            self._launch(job)
+            with self._launch_lock:
+                if self._stopping:
+                    return
+                job = self.store.next_queued()
+                if job is None:
+                    return
+                self._launch(job)
 
     def _launch(self, job) -> None:
         if not self.store.set_state(job.id, RUNNING, only_from=(QUEUED,)):
             return
         dataset = self.store.get_dataset(job.dataset_id)
         jdir = self.job_dir(job.id)
-        jdir.mkdir(parents=True, exist_ok=True)
         if dataset is None:
             self.store.set_state(job.id, FAILED, f"dataset {job.dataset_id} was deleted")
             return
-        logf = open(jdir / "worker.log", "ab")
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "edgetune.server.worker", "--db", str(self.store.path), "--job", job.id,
-                 "--run-dir", str(jdir / "run"), "--data", dataset["path"]],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        finally:
-            logf.close()
+            jdir.mkdir(parents=True, exist_ok=True)
+            with open(jdir / "worker.log", "ab") as logf:
+                # Its own session: a Ctrl-C or SIGTERM to the server's process group does not reach
+                # the worker directly; the server stops it (and PR_SET_PDEATHSIG covers a dead server).
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "edgetune.server.worker", "--db", str(self.store.path), "--job", job.id,
+                     "--run-dir", str(jdir / "run"), "--data", dataset["path"]],
+                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as e:
+            self.store.set_state(job.id, FAILED, f"could not start a worker: {e}")
+            return
         with self._lock:
             self._procs[job.id] = proc
         log.info("job %s started (pid %d)", job.id, proc.pid)
@@ -161,8 +171,9 @@ class JobRunner:
                                                  f"last log lines: {tail}")
         elif rc == 0:
             self.store.set_state(job_id, SUCCEEDED)
-        elif self._stopping:
-            self.store.requeue(job_id, "server stopping; the job resumes from its last finished epoch")
+        elif self._stopping or rc == EXIT_INTERRUPTED:
+            self.store.requeue(job_id, "server stopping; the job resumes from its last finished epoch",
+                               count_attempt=False)
         elif rc == EXIT_BAD_INPUT:
             self.store.set_state(job_id, FAILED, self._last_error(job_id) or "bad input")
         else:

@@ -60,7 +60,7 @@ def page_bounds(page_size: int, page_token: str) -> tuple[int, int]:
     limit = min(page_size or 50, MAX_PAGE)
     try:
         offset = int(page_token) if page_token else 0
-        if offset < 0:
+        if not 0 <= offset < 2**62:
             raise ValueError
     except ValueError:
         raise InvalidArgument("page_token", "not a token from this server") from None
@@ -114,7 +114,11 @@ class Upload:
         if self._hash.hexdigest() != self.sha256:
             raise InvalidArgument("header.sha256", "does not match the uploaded bytes")
         cfg = self.service.config
-        files = extract_archive(self.archive, self.dir / "files", cfg.max_archive_entries, cfg.max_extracted_bytes)
+        try:
+            files = extract_archive(self.archive, self.dir / "files", cfg.max_archive_entries,
+                                    cfg.max_extracted_bytes)
+        except DataError as e:  # name the upload, not the server's path
+            raise DataError("dataset", e.message) from None
         self.archive.unlink()
         root = _single_root(files)
         try:
@@ -154,12 +158,18 @@ class EdgetuneService:
         self._export_lock = threading.Lock()
 
     def start(self) -> None:
-        """Recover jobs a previous server left RUNNING, then start running queued jobs."""
+        """Recover jobs a previous server left RUNNING, clear half-finished uploads, start the runner."""
         self.runner.recover()
+        known = self.store.dataset_ids()
+        for d in (self.data_dir / "datasets").glob("ds-*"):
+            if d.name not in known:
+                shutil.rmtree(d, ignore_errors=True)  # an upload the previous server never finished
         self.runner.start()
 
-    def stop(self, grace_s: float = 10.0) -> None:
+    def stop(self, grace_s: float = 10.0, rpcs_drained=lambda: None) -> None:
+        """Stop workers (their jobs resume on the next start); close the store once RPCs are done."""
         self.runner.shutdown(grace_s)
+        rpcs_drained()
         self.store.close()
 
     # datasets
@@ -179,9 +189,8 @@ class EdgetuneService:
 
     def delete_dataset(self, dataset_id: str) -> None:
         self.get_dataset(dataset_id)
-        if self.store.active_jobs_using(dataset_id):
+        if not self.store.delete_dataset_if_unused(dataset_id):
             raise FailedPrecondition("dataset_id", "a queued or running job uses this dataset")
-        self.store.delete_dataset(dataset_id)
         shutil.rmtree(self.data_dir / "datasets" / dataset_id, ignore_errors=True)
 
     # jobs
@@ -195,6 +204,8 @@ class EdgetuneService:
                                               cfg.optim.epochs, self.config.max_queued)
         except OverflowError:
             raise ResourceExhausted("queue", f"{self.config.max_queued} jobs are already queued") from None
+        except LookupError:
+            raise NotFound("dataset_id", f"dataset {dataset['id']!r} was just deleted") from None
         if not created and job.request != request:
             raise AlreadyExists("idempotency_key", f"already used by job {job.id} with a different request")
         self.runner.wake()
@@ -241,8 +252,8 @@ class EdgetuneService:
         job = self.get_job(job_id)
         if job.state != SUCCEEDED:
             raise FailedPrecondition("job_id", f"job is {job.state}; only SUCCEEDED jobs can be exported")
-        if atol is not None and not atol > 0:
-            raise InvalidArgument("atol", f"must be > 0, got {atol}")
+        if atol is not None and not (0 < atol < 1):  # also refuses inf/nan: the gate cannot be switched off
+            raise InvalidArgument("atol", f"must be in (0, 1), got {atol}")
         export_id = new_id("exp")
         out = self.data_dir / "exports" / export_id / "bundle"
         row = {"id": export_id, "job_id": job_id, "create_time": time.time(), "error": "", "path": str(out)}
@@ -253,7 +264,8 @@ class EdgetuneService:
             except ParityError as e:
                 invalid = out.with_name(out.name + ".invalid")
                 manifest = _read_json(invalid / "manifest.json")
-                row.update(valid=False, manifest=manifest, error=e.message, path=str(invalid))
+                report = e.report.summary() if e.report is not None else e.message.split("; failed bundle")[0]
+                row.update(valid=False, manifest=manifest, error=report, path=str(invalid))
         self.store.add_export(row)
         return self.store.get_export(export_id)
 

@@ -116,14 +116,17 @@ class Store:
         rows = self._query("SELECT * FROM datasets ORDER BY create_time DESC, id LIMIT ? OFFSET ?", (limit, offset))
         return [_dataset(r) for r in rows]
 
-    def delete_dataset(self, dataset_id: str) -> None:
+    def delete_dataset_if_unused(self, dataset_id: str) -> bool:
+        """Delete unless a queued or running job uses it (checked in the same transaction)."""
         with self.transaction() as db:
-            db.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
+            used = db.execute("SELECT COUNT(*) FROM jobs WHERE dataset_id = ? AND state IN (?, ?)",
+                              (dataset_id, QUEUED, RUNNING)).fetchone()[0]
+            if not used:
+                db.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
+            return not used
 
-    def active_jobs_using(self, dataset_id: str) -> int:
-        rows = self._query("SELECT COUNT(*) FROM jobs WHERE dataset_id = ? AND state IN (?, ?)",
-                           (dataset_id, QUEUED, RUNNING))
-        return rows[0][0]
+    def dataset_ids(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT id FROM datasets")}
 
     # jobs
     def add_job(self, job_id: str, request: dict, dataset_id: str, idempotency_key: str | None, epochs: int,
@@ -137,6 +140,8 @@ class Store:
                 row = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
                 if row:
                     return _job(row), False
+            if db.execute("SELECT 1 FROM datasets WHERE id = ?", (dataset_id,)).fetchone() is None:
+                raise LookupError(dataset_id)
             queued = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()[0]
             if queued >= max_queued:
                 raise OverflowError(queued)
@@ -182,9 +187,11 @@ class Store:
             _insert_event(db, job_id, "state", {"state": state, "error": error})
             return True
 
-    def requeue(self, job_id: str, reason: str) -> None:
+    def requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> None:
+        """Back to QUEUED; ``count_attempt`` for restarts after a crash (graceful stops don't count)."""
         with self.transaction() as db:
-            db.execute("UPDATE jobs SET state = ?, attempts = attempts + 1 WHERE id = ?", (QUEUED, job_id))
+            db.execute("UPDATE jobs SET state = ?, attempts = attempts + ? WHERE id = ?",
+                       (QUEUED, int(count_attempt), job_id))
             _insert_event(db, job_id, "log", {"message": reason})
             _insert_event(db, job_id, "state", {"state": QUEUED})
 

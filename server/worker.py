@@ -58,7 +58,10 @@ class StoreSink:
         self.store, self.job_id, self._last_step = store, job_id, 0.0
 
     def __call__(self, event) -> None:
-        check_stop()
+        self._write(event)
+        check_stop()  # after the write, so a finished epoch's event is never lost
+
+    def _write(self, event) -> None:
         if isinstance(event, StepProgress):
             now = time.monotonic()
             if now - self._last_step >= STEP_EVENT_INTERVAL_S:
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         sink(LogLine(result.summary()))
         return 0
     except Interrupted:
-        sink(LogLine("worker interrupted; the job resumes from its last checkpoint"))
+        store.add_event(args.job, "log", {"message": "worker stopped; the job resumes from its last checkpoint"})
         return EXIT_INTERRUPTED
     except EdgetuneError as e:
         sink(LogLine(f"error: {e.subject}: {e.message}", level="error"))

@@ -33,15 +33,18 @@ export class EdgetuneClient {
   constructor(target = '127.0.0.1:50051') {
     const v1 = loadPackage();
     const creds = grpc.credentials.createInsecure();
-    this.datasets = new v1.Datasets(target, creds);
-    this.jobs = new v1.Jobs(target, creds);
-    this.exports = new v1.Exports(target, creds);
-    this.inference = new v1.Inference(target, creds);
-    this.models = new v1.Models(target, creds);
+    // One channel (one HTTP/2 connection) shared by every service stub.
+    this.channel = new grpc.Channel(target, creds, {});
+    const opts = { channelOverride: this.channel };
+    this.datasets = new v1.Datasets(target, creds, opts);
+    this.jobs = new v1.Jobs(target, creds, opts);
+    this.exports = new v1.Exports(target, creds, opts);
+    this.inference = new v1.Inference(target, creds, opts);
+    this.models = new v1.Models(target, creds, opts);
   }
 
   close() {
-    for (const stub of [this.datasets, this.jobs, this.exports, this.inference, this.models]) stub.close();
+    this.channel.close();
   }
 
   /** Upload a .zip of an ImageFolder; resolves to the Dataset with its validation report. */
@@ -73,18 +76,25 @@ export class EdgetuneClient {
     return call(this.jobs, 'getJob', { jobId }, 5);
   }
 
-  /** Async iterator over a job's events until it finishes; reconnects from the last event id. */
-  async* watch(jobId, afterEventId = 0) {
+  /**
+   * Async iterator over a job's events until it finishes. If the stream drops (server restart),
+   * it reconnects from the last event id for up to `maxReconnectS` seconds, so nothing is missed.
+   */
+  async* watch(jobId, afterEventId = 0, maxReconnectS = 120) {
     let last = afterEventId;
+    let downSince = null;
     for (;;) {
       try {
         for await (const event of this.jobs.watchJob({ jobId, afterEventId: last })) {
+          downSince = null;
           last = event.id;
           yield event;
         }
         return;
       } catch (err) {
-        if (err.code !== grpc.status.UNAVAILABLE) throw err;
+        if (err.code !== grpc.status.UNAVAILABLE && err.code !== grpc.status.CANCELLED) throw err;
+        downSince ??= Date.now();
+        if (Date.now() - downSince > maxReconnectS * 1000) throw err;
         await new Promise((r) => setTimeout(r, 1000));
       }
     }

@@ -27,7 +27,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgetune.cli", "serve", "--port", str(port), "--data-dir", str(self.data_dir),
              "--slots", "1", "--grace", "5", *self.extra],
-            stdout=subprocess.PIPE, stderr=self._logf, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=subprocess.PIPE, stderr=self._logf, text=True,
+            env={**{k: v for k, v in os.environ.items() if k != "EDGETUNE_CATALOG"}, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()

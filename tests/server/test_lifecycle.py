@@ -74,8 +74,11 @@ def test_sigkill_mid_job_then_restart_resumes_and_keeps_events(tmp_path):
         history.append(e)
         if e.WhichOneof("kind") == "epoch":
             break
+    # Freeze the worker so the job cannot finish before the crash; SIGKILL to the server then takes
+    # the worker down too (PR_SET_PDEATHSIG), as a power cut would.
+    os.kill(_wait(lambda: _worker_pid(job.id)), signal.SIGSTOP)
     client.close()
-    first.kill()  # no grace: the worker dies with it
+    first.kill()
 
     second = ServerProcess(data).start()
     try:

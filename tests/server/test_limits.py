@@ -26,7 +26,9 @@ def test_queue_bound_and_dataset_in_use(small_server, tmp_path):
     ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
     running = client.create_job(ds.id, **SLOW)
     # One slot: wait until the first job holds it, then one more fits in the queue and no more.
+    deadline = time.monotonic() + 60
     while client.get_job(running.id).state != jobs_pb2.JOB_STATE_RUNNING:
+        assert time.monotonic() < deadline
         time.sleep(0.1)
     queued = client.create_job(ds.id, **SLOW)
     with pytest.raises(grpc.RpcError) as e:

@@ -37,5 +37,6 @@ def test_node_client_sees_status_codes(server, tmp_path):
               "details: e.details})); } finally { c.close(); }")
     proc = subprocess.run(["node", "--input-type=module", "-e", script, server.target], cwd=NODE_DIR,
                           capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["code"] == 5 and out["details"].startswith("job_id:")  # 5 = NOT_FOUND

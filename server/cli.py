@@ -45,10 +45,10 @@ def add_parsers(sub) -> None:
             p.add_argument("--model", default="efficientnet_lite0")
             p.add_argument("--method", default="full", choices=["full", "linear_probe", "lora"])
             p.add_argument("--weights", default="catalog")
-            p.add_argument("--epochs", type=int, default=0)
-            p.add_argument("--lr", type=float, default=0.0)
-            p.add_argument("--batch-size", type=int, default=0)
-            p.add_argument("--image-size", type=int, default=0)
+            p.add_argument("--epochs", type=int, help="default: the method's (5)")
+            p.add_argument("--lr", type=float, help="default: the method's")
+            p.add_argument("--batch-size", type=int, help="default 32")
+            p.add_argument("--image-size", type=int, help="default 224")
             p.add_argument("--idempotency-key", default="")
             p.add_argument("--watch", action="store_true", help="then stream its events to the end")
         elif name in ("watch", "cancel", "export"):
@@ -68,7 +68,8 @@ def run_serve(args) -> int:
     from .grpc_app import serve
     from .service import ServerConfig
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edgetune").setLevel(logging.INFO)  # not the exporters' INFO chatter
     slots = args.slots
     if slots <= 0:
         import torch
@@ -115,9 +116,15 @@ def run_remote(args) -> int:
             d = client.upload_dataset(args.path, args.name)
             print(d.id, f"{len(d.report.classes)} classes,", sum(c.train + c.val for c in d.report.classes), "images")
         elif cmd == "submit":
+            hyper = {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
+                     "image_size": args.image_size}
+            for flag, value in hyper.items():
+                # The API reads 0 as "unset": a 0 typed on the command line is an error, not a default.
+                if value is not None and value <= 0:
+                    raise EdgetuneError(f"--{flag.replace('_', '-')}".replace("learning-rate", "lr"),
+                                        f"must be > 0, got {value}")
             job = client.create_job(args.dataset, args.model, args.method, args.weights, args.idempotency_key,
-                                    epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-                                    image_size=args.image_size)
+                                    **{k: v for k, v in hyper.items() if v is not None})
             print(job.id)
             if args.watch:
                 for e in client.watch(job.id):
@@ -130,7 +137,11 @@ def run_remote(args) -> int:
             for j in client.list_jobs():
                 print(j.id, jobs_pb2.JobState.Name(j.state), j.base_model, f"epoch {j.epoch}/{j.epochs}", j.error)
         elif cmd == "cancel":
-            print(jobs_pb2.JobState.Name(client.cancel_job(args.job_id).state))
+            state = client.cancel_job(args.job_id).state
+            if state == jobs_pb2.JOB_STATE_RUNNING:
+                print("cancel requested; the worker stops within seconds (watch the job for CANCELLED)")
+            else:
+                print(jobs_pb2.JobState.Name(state))
         elif cmd == "export":
             exp = client.export(args.job_id)
             print(exp.id, "valid" if exp.valid else "INVALID", f"max abs diff {exp.parity.max_abs_diff:.2e}",

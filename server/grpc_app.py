@@ -231,4 +231,6 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 50051, refl
         signal.signal(sig, lambda *_: stop.set())
     on_ready(f"edgetune serving on {host}:{running.port} (data dir {config.data_dir}, {config.slots} job slot(s))")
     stop.wait()
+    log.info("stopping: NOT_SERVING, %.0fs grace for in-flight RPCs, running jobs re-queued", grace_s)
     running.stop(grace_s)
+    log.info("stopped")

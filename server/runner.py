@@ -34,6 +34,7 @@ class JobRunner:
         self._launch_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
+        self._workers_stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
 
     def job_dir(self, job_id: str) -> Path:
@@ -88,6 +89,7 @@ class JobRunner:
                 proc.kill()
                 proc.wait()
             self._finish(job_id, proc)
+        self._workers_stopped.set()
         self._thread.join(timeout=5)
 
     def _loop(self) -> None:
@@ -99,6 +101,9 @@ class JobRunner:
                 log.exception("job runner iteration failed")
             self._wake.wait(0.5)
             self._wake.clear()
+        # This thread started the workers, and PR_SET_PDEATHSIG fires when it exits: stay alive
+        # until shutdown has let every worker stop at its own pace.
+        self._workers_stopped.wait()
 
     def _reap(self) -> None:
         with self._lock:

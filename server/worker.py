@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         sink(LogLine(result.summary()))
         return 0
     except Interrupted:
-        store.add_event(args.job, "log", {"message": "worker stopped; the job resumes from its last checkpoint"})
+        store.add_event(args.job, "log", {"message": "worker stopped at the server's request"})
         return EXIT_INTERRUPTED
     except EdgetuneError as e:
         sink(LogLine(f"error: {e.subject}: {e.message}", level="error"))

@@ -74,7 +74,6 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
     files = RunFiles(Path(out_dir))
     if not resume and (files.state.exists() or files.weights.exists()):
         raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
-    files.root.mkdir(parents=True, exist_ok=True)
     generator = _seed_everything(cfg.seed)
     setup = resolve_device(cfg.device)
     progress(LogLine(f"device: {setup.describe()}"))
@@ -141,6 +140,7 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         stale, start_epoch, before = state["stale"], state["epoch"] + 1, state.get("before")
         progress(LogLine(f"resuming after epoch {state['epoch']}"))
     else:
+        files.root.mkdir(parents=True, exist_ok=True)  # only now: a run that fails set-up leaves nothing
         cfg.save(files.config)
         # Spread over the (class-ordered) val set so every class is represented.
         keep = np.unique(np.linspace(0, len(val_set.labels) - 1, PARITY_SAMPLES).astype(int))

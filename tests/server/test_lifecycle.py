@@ -109,7 +109,10 @@ def test_sigterm_requeues_running_jobs_for_the_next_start(tmp_path):
     try:
         client = second.client()
         _wait(lambda: client.get_job(job.id).state == jobs_pb2.JOB_STATE_SUCCEEDED, timeout=180)
-        assert client.get_job(job.id).epoch == 3
+        final = client.get_job(job.id)
+        assert final.epoch == 3 and final.attempts == 0  # a graceful stop is not a crash
+        logs = [e.log for e in client.watch(job.id) if e.WhichOneof("kind") == "log"]
+        assert "worker stopped at the server's request" in logs  # it stopped itself, was not killed
     finally:
         second.stop()
 

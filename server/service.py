@@ -13,13 +13,13 @@ import tarfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from edgetune.errors import (AlreadyExists, DataError, EdgetuneError, FailedPrecondition, InvalidArgument,
+from edgetune.errors import (AlreadyExists, DataError, FailedPrecondition, InvalidArgument,
                              NotFound, ParityError, ResourceExhausted)
 from edgetune.export.bundle import export_bundle
 from edgetune.export.runtime import BundlePredictor, softmax
@@ -51,7 +51,6 @@ class ServerConfig:
     predictor_cache: int = 4  # warm ONNX Runtime sessions kept
     max_attempts: int = 3  # restarts a running job survives
     stall_timeout_s: float = 1800.0  # a worker with no event for this long is hung: killed, job FAILED
-    extra: dict = field(default_factory=dict)
 
 
 def page_bounds(page_size: int, page_token: str) -> tuple[int, int]:
@@ -348,5 +347,3 @@ def _read_json(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
 
-
-__all__ = ["EdgetuneService", "ServerConfig", "Upload", "EdgetuneError"]

@@ -1,13 +1,10 @@
 """The `edgetune` command: bad input gives one line and exit 2; the real path works end to end."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import save_file
 
 from edgetune.cli import main

@@ -31,7 +31,7 @@ from .loop import (Normalizer, build_optimizer, build_scheduler, evaluate, resol
                    train_one_epoch)
 from .methods import apply_method, plain_model, set_train_mode, trainable_parameters
 from .report import final_metrics, format_summary, plot_confusion, plot_curves
-from .run import PARITY_SAMPLES, RunFiles, read_model_meta
+from .run import PARITY_SAMPLES, RunFiles, load_run_model, read_model_meta
 
 EVAL_BATCH = 128
 
@@ -187,8 +187,6 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         progress(LogLine(f"early stopping: no {cfg.optim.metric} improvement for {stale} epoch(s)"))
 
     # Final report on the best checkpoint.
-    from .run import load_run_model
-
     best = load_run_model(files.root)
     best_model = best.model.to(setup.device)
     if setup.channels_last:

@@ -90,7 +90,7 @@ def main() -> None:
         model = build(arch, args.size)
         with tempfile.TemporaryDirectory() as tmp:
             x = np.random.default_rng(0).standard_normal((max(args.batches), 3, args.size, args.size)).astype(np.float32)
-            path = export_onnx(model, torch.from_numpy(x[:2]), spec, Path(tmp) / "m.onnx")
+            path = export_onnx(model, (torch.from_numpy(x[:2]),), spec, Path(tmp) / "m.onnx")
             session = create_session(path, "cpu")
             parity = check_parity(model, session, spec, x[:32])
             for b in args.batches:

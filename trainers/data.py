@@ -150,7 +150,7 @@ def _decode(samples: list[Sample], size: int) -> tuple[list[np.ndarray], list[st
     return arrays, hashes, corrupt
 
 
-def _stratified_split(samples: list[Sample], hashes: list[str], fraction: float, seed: int):
+def stratified_split(samples: list[Sample], hashes: list[str], fraction: float, seed: int):
     """Split by label, keeping identical files together (whatever their labels) so duplicates
     cannot leak into val. A group of identical files is stratified under its most common label."""
     by_hash: dict[str, list[int]] = defaultdict(list)
@@ -213,7 +213,7 @@ def load_image_data(path: str, val_path: str | None, image_size: int, val_fracti
     if len(classes) < 2:
         raise DataError("data.path", f"need at least 2 classes, found {len(classes)}: {classes}")
     if split == "stratified":
-        sub_t, sub_v = _stratified_split([all_s[i] for i in train_idx], [hashes[i] for i in train_idx],
+        sub_t, sub_v = stratified_split([all_s[i] for i in train_idx], [hashes[i] for i in train_idx],
                                          val_fraction, seed)
         train_idx, val_idx = [train_idx[j] for j in sub_t], [train_idx[j] for j in sub_v]
     for c in classes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,26 +88,39 @@ class Normalizer(nn.Module):
         return (x.float() / 255.0 - self.mean) / self.std
 
 
-def _to_device(x: torch.Tensor, y: torch.Tensor, setup: DeviceSetup, norm: Normalizer):
-    x = norm(x.to(setup.device, non_blocking=True))
-    if setup.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y.to(setup.device, non_blocking=True)
+Batch = object
+Forward = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]  # batch -> (logits, labels) on the device
+
+
+def image_forward(model: nn.Module, norm: Normalizer, setup: DeviceSetup) -> Forward:
+    """uint8 image batches -> (logits, labels): normalized on the device, channels_last on CUDA."""
+
+    def forward(batch):
+        x, y = batch
+        x = norm(x.to(setup.device, non_blocking=True))
+        if setup.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model(x), y.to(setup.device, non_blocking=True)
+
+    return forward
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, sched,
-                    loss_fn: nn.Module, norm: Normalizer, setup: DeviceSetup, grad_accum: int,
-                    epoch: int, epochs: int, progress: ProgressSink) -> float:
-    """One pass over ``loader``; returns the mean training loss."""
+                    compute_loss: Callable[[Batch], tuple[torch.Tensor, int]], setup: DeviceSetup,
+                    grad_accum: int, epoch: int, epochs: int, progress: ProgressSink) -> float:
+    """One pass over ``loader``; returns the mean training loss.
+
+    Args:
+        compute_loss: batch -> (mean loss over the batch, how many items it averages).
+    """
     steps = len(loader)
     total, count = torch.zeros((), device=setup.device), 0
     start = time.monotonic()
     opt.zero_grad(set_to_none=True)
     last_group = steps - steps % grad_accum if steps % grad_accum else steps - grad_accum
-    for i, (x, y) in enumerate(loader):
-        x, y = _to_device(x, y, setup, norm)
+    for i, batch in enumerate(loader):
         with setup.autocast():
-            loss = loss_fn(model(x), y)
+            loss, n = compute_loss(batch)
         # The last group of an epoch may be shorter: average over the batches it really has.
         group = grad_accum if i < last_group else steps - last_group
         (loss / group).backward()
@@ -114,8 +128,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-        total += loss.detach() * len(y)
-        count += len(y)
+        total += loss.detach().float() * n
+        count += n
         if progress is not None:
             elapsed = time.monotonic() - start
             # .item() syncs the device; it is cheap next to a step and gives a live loss.
@@ -125,27 +139,26 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, loader: DataLoader, norm: Normalizer, setup: DeviceSetup
+def predict_logits(model: nn.Module, loader: DataLoader, forward: Forward, setup: DeviceSetup
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 logits and labels for every batch of ``loader`` (model in eval mode)."""
     was_training = model.training
     model.eval()
     logits, labels = [], []
-    for x, y in loader:
-        x, y = _to_device(x, y, setup, norm)
+    for batch in loader:
         with setup.autocast():
-            out = model(x)
+            out, y = forward(batch)
         logits.append(out.float().cpu())
         labels.append(y.cpu())
     model.train(was_training)
     return torch.cat(logits), torch.cat(labels)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, norm: Normalizer,
-             setup: DeviceSetup, num_classes: int) -> tuple[dict[str, float], np.ndarray]:
-    """Validation loss, accuracy and macro-F1, and the confusion matrix."""
-    logits, labels = predict_logits(model, loader, norm, setup)
-    loss = float(loss_fn(logits, labels).item())
+def evaluate(model: nn.Module, loader: DataLoader, forward: Forward, setup: DeviceSetup,
+             num_classes: int) -> tuple[dict[str, float], np.ndarray]:
+    """Validation loss (plain cross-entropy), accuracy and macro-F1, and the confusion matrix."""
+    logits, labels = predict_logits(model, loader, forward, setup)
+    loss = float(nn.functional.cross_entropy(logits, labels).item())
     cm = confusion_matrix(labels.numpy(), logits.argmax(1).numpy(), num_classes)
     s = summarize(cm)
     return {"val_loss": loss, "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"]}, cm

@@ -2,9 +2,14 @@
 
 RUN/
   config.yaml        resolved TrainConfig
-  model.safetensors  best checkpoint (adapters merged; a plain timm model)
-  model.json         what rebuilds it: arch, classes, image size, preprocessing, best metrics
+  model.safetensors  best checkpoint (adapters merged; a plain timm or transformers model)
+  model.json         what rebuilds it: task, arch, classes, image size / HF config, best metrics
   parity_samples.safetensors  held-out validation images (uint8) for the export parity gate
+  parity_samples.json         text runs: held-out validation rows for the export parity gate
+  tokenizer/         text runs: the tokenizer files (tokenizer.json, ...)
+  adapter/           peft methods: the unmerged adapter (the parity gate checks the merge)
+  base.safetensors   peft methods on random-init weights: the base the adapter applies to
+  prompt.safetensors prompt tuning: the trained virtual token embeddings
   state/last.pt      resume state after the last finished epoch
   report.json        data report, per-epoch history, final per-class metrics, confusion matrix
   curves.png, confusion.png
@@ -54,6 +59,26 @@ class RunFiles:
     @property
     def report(self) -> Path:
         return self.root / "report.json"
+
+    @property
+    def parity_texts(self) -> Path:
+        return self.root / "parity_samples.json"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base.safetensors"
+
+    @property
+    def prompt(self) -> Path:
+        return self.root / "prompt.safetensors"
 
 
 @dataclass(frozen=True)

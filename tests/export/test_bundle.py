@@ -35,7 +35,7 @@ def trained_run(tmp_path_factory):
 def test_every_architecture_exports_with_dynamic_batch_and_passes_parity(arch, tmp_path):
     torch.manual_seed(0)
     model = create_model(arch, 5, 32).eval()
-    path = export_onnx(model, torch.randn(2, 3, 32, 32), SPEC, tmp_path / "m.onnx", {"edgetune.labels": list("abcde")})
+    path = export_onnx(model, (torch.randn(2, 3, 32, 32),), SPEC, tmp_path / "m.onnx", {"edgetune.labels": list("abcde")})
     session = create_session(path, "cpu")
     assert [i.name for i in session.get_inputs()] == ["pixel_values"]
     assert session.get_inputs()[0].shape[0] == "batch"
@@ -50,7 +50,7 @@ def test_parity_gate_fails_on_a_real_mismatch(tmp_path):
     """An ONNX graph whose weights differ slightly from the PyTorch model must be refused."""
     torch.manual_seed(0)
     model = create_model("resnet18", 3, 32).eval()
-    path = export_onnx(model, torch.randn(2, 3, 32, 32), SPEC, tmp_path / "m.onnx")
+    path = export_onnx(model, (torch.randn(2, 3, 32, 32),), SPEC, tmp_path / "m.onnx")
     proto = onnx.load(str(path))
     # The classifier weight (3 x 512): shifted by 1e-3, an error well above float32 noise.
     init = next(t for t in proto.graph.initializer if list(t.dims) == [3, 512])

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from edgetune.progress import silent
 from edgetune.trainers.config import OptimConfig
-from edgetune.trainers.loop import Normalizer, build_scheduler, resolve_device, train_one_epoch
+from edgetune.trainers.loop import Normalizer, build_scheduler, image_forward, resolve_device, train_one_epoch
 
 
 def _setup():
@@ -24,7 +24,14 @@ def test_gradient_accumulation_averages_each_group_including_a_short_last_one():
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     loader = DataLoader(TensorDataset(x, y), batch_size=2)  # 4 batches, groups of 3 + 1
-    train_one_epoch(model, loader, opt, sched, nn.CrossEntropyLoss(), norm, resolve_device("cpu"), 3, 1, 1, silent)
+    setup = resolve_device("cpu")
+    forward = image_forward(model, norm, setup)
+
+    def compute_loss(batch):
+        logits, labels = forward(batch)
+        return nn.functional.cross_entropy(logits, labels), len(labels)
+
+    train_one_epoch(model, loader, opt, sched, compute_loss, setup, 3, 1, 1, silent)
 
     # The same two updates by hand: mean loss over batches 0-2, then batch 3 alone.
     ref = nn.Sequential(nn.Flatten(), nn.Linear(3, 2))

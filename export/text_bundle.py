@@ -1,0 +1,96 @@
+"""Text classification bundles: ONNX export with dynamic batch and sequence axes, the tokenizer,
+and the three-way parity gate.
+
+Three parties are compared on the run's held-out validation rows (tokenized exactly as a
+device will, through ``TextEncoder``) and on random token ids at several lengths:
+
+  peft model, unmerged (base + adapter)  <->  merged PyTorch  <->  ONNX Runtime
+
+Every pair must agree within the spec's max abs diff on the logits with 100% label agreement,
+or the export fails. Full fine-tunes and linear probes have no adapter: two parties.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import edgetune
+from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
+
+from .onnx_export import export_onnx
+from .parity import Feed, ParityReport, compare, ort_runner, raise_unless_passed, torch_runner
+from .runtime import create_session
+from .specs import ExportSpec
+from .text_runtime import TextEncoder, tokenization_of
+
+PARITY_LENGTHS = (2, 7)  # random-token cases, besides max_length
+
+
+def _held_out_feeds(encoder: TextEncoder, texts: list[str], batch_size: int) -> list[Feed]:
+    return [encoder.encode(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+
+
+def _random_feeds(vocab: int, lengths: list[int], batch: int, seed: int = 0) -> list[Feed]:
+    """Random token ids; each batch has rows padded to different lengths (mask 0 on the tail)."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for length in lengths:
+        ids = rng.integers(0, vocab, (batch, length), dtype=np.int64)
+        mask = np.ones((batch, length), dtype=np.int64)
+        for r in range(1, batch):
+            mask[r, max(1, length - r * length // batch):] = 0
+        feeds.append({"input_ids": ids, "attention_mask": mask})
+    return feeds
+
+
+def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
+                             ) -> tuple[dict, Callable[[], ParityReport]]:
+    """Write model.onnx and tokenizer/ into ``folder``; return manifest fields and the parity gate."""
+    run = load_text_run(run_dir)
+    shutil.copytree(Path(run_dir) / "tokenizer", folder / "tokenizer")
+    max_length = int(run.meta["max_length"])
+    tokenization = tokenization_of(run.tokenizer, max_length)
+    encoder = TextEncoder(folder, tokenization)
+    texts = [r["text"] for r in parity_texts(run_dir)]
+    sample = encoder.encode(texts[:2] if len(texts) >= 2 else texts * 2)
+    if sample["input_ids"].shape[1] < 2:  # the sequence axis must not be specialised to 1
+        sample = _random_feeds(len(run.tokenizer), [4], 2)[0]
+    metadata = {"edgetune.task": spec.task, "edgetune.labels": run.classes, "edgetune.tokenization": tokenization,
+                "edgetune.source_run": str(Path(run_dir).resolve()), "edgetune.version": edgetune.__version__}
+    model_path = export_onnx(run.model, tuple(torch.from_numpy(sample[n]) for n in spec.input_names), spec,
+                             folder / "model.onnx", metadata, dim_max={"sequence": max_length})
+    session = create_session(model_path, device)
+    fields = {
+        "labels": run.classes, "tokenization": tokenization,
+        "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in spec.input_names],
+        "outputs": [{"name": spec.outputs[0], "dtype": "float32", "shape": ["batch", len(run.classes)]}],
+    }
+    unmerged = load_unmerged(run_dir)
+
+    def check() -> ParityReport:
+        merged, ort = torch_runner(run.model, spec.input_names), ort_runner(session, spec)
+        big = spec.large_batch
+        one, batched = _held_out_feeds(encoder, texts[:8], 1), _held_out_feeds(encoder, texts, big)
+        random = _random_feeds(len(run.tokenizer), [*PARITY_LENGTHS, max_length], 4)
+        report = ParityReport(spec.atol, session.get_providers())
+        report.cases += [
+            compare("validation rows, batch 1", merged, ort, one),
+            compare(f"validation rows, batch {big} (padded)", merged, ort, batched),
+            compare(f"random token ids, lengths {[*PARITY_LENGTHS, max_length]} (padded)", merged, ort, random),
+        ]
+        if unmerged is not None:
+            peft = torch_runner(unmerged, spec.input_names)
+            report.cases += [
+                compare("validation rows, batch 1", peft, merged, one, "peft unmerged vs merged pytorch"),
+                compare(f"validation rows, batch {big} (padded)", peft, merged, batched,
+                        "peft unmerged vs merged pytorch"),
+                compare(f"validation rows, batch {big} (padded)", peft, ort, batched, "peft unmerged vs onnxruntime"),
+            ]
+        return raise_unless_passed(report)
+
+    return fields, check

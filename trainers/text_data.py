@@ -1,0 +1,250 @@
+"""Text datasets: JSONL / CSV / TSV rows, the pre-training validation report, the split.
+
+Classification rows carry (text, label); generation rows carry (prompt, response). Column
+names are configurable (``data.text_field`` ...). Every row is checked before training: empty
+or missing fields are named by row number (the run fails unless ``skip_corrupt``), exact
+duplicates and label conflicts are found by normalized text, and train/val leakage is reported.
+Token lengths are added once the tokenizer is known (``add_token_lengths``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.errors import DataError
+
+from .data import Sample, stratified_split
+from .text_models import CLASSIFICATION
+
+TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv")
+
+
+@dataclass(frozen=True)
+class TextFields:
+    """Which columns hold what."""
+
+    text: str = "text"
+    label: str = "label"
+    prompt: str = "prompt"
+    response: str = "response"
+
+
+@dataclass
+class TextRows:
+    """One split: texts and labels (classification) or prompts and responses (generation)."""
+
+    a: list[str]  # text or prompt
+    b: list[str]  # label or response
+    rows: list[int]  # 1-based source row numbers (the header is row 0 for CSV)
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+@dataclass
+class TextDataReport:
+    """What was found in the data before training; saved in the run's report."""
+
+    task: str
+    rows: int
+    train_rows: int
+    val_rows: int
+    split: str  # "given" or "stratified" / "random"
+    classes: list[str] = field(default_factory=list)
+    train_per_class: dict[str, int] = field(default_factory=dict)
+    val_per_class: dict[str, int] = field(default_factory=dict)
+    invalid_rows: list[str] = field(default_factory=list)  # "row N: field is empty"
+    skipped_invalid: bool = False
+    duplicates: int = 0  # rows whose normalized text repeats an earlier row in the same split
+    conflicting_labels: list[str] = field(default_factory=list)
+    leakage: int = 0  # val rows whose text also occurs in train
+    token_lengths: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [f"{self.task}: {self.rows} rows; train {self.train_rows} / val {self.val_rows} ({self.split} split)"]
+        for c in self.classes:
+            lines.append(f"  {c}: train {self.train_per_class.get(c, 0)}, val {self.val_per_class.get(c, 0)}")
+        lines.append(f"invalid rows: {len(self.invalid_rows)}{' (skipped)' if self.invalid_rows and self.skipped_invalid else ''}"
+                     f"; duplicates: {self.duplicates}; label conflicts: {len(self.conflicting_labels)}; "
+                     f"train/val leakage: {self.leakage}")
+        t = self.token_lengths
+        if t:
+            lines.append(f"tokens: median {t['p50']}, p95 {t['p95']}, max {t['max']}; {t['truncated']} row(s) "
+                         f"longer than max_length {t['max_length']} are truncated")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def read_rows(path: str | Path, columns: tuple[str, str]) -> tuple[list[tuple[int, dict]], str]:
+    """(row number, record) pairs from a .jsonl, .csv or .tsv file; DataError on malformed input."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(str(path), "dataset file not found")
+    if p.suffix.lower() not in TEXT_SUFFIXES:
+        raise DataError(str(path), f"text data must be one of {', '.join(TEXT_SUFFIXES)}")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(str(path), f"cannot read as UTF-8 text: {e}") from None
+    out = []
+    if p.suffix.lower() == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError as e:
+                raise DataError(str(path), f"row {n}: not valid JSON ({e})") from None
+            if not isinstance(rec, dict):
+                raise DataError(str(path), f"row {n}: expected a JSON object")
+            out.append((n, rec))
+        return out, "jsonl"
+    reader = csv.DictReader(text.splitlines(), delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+    missing = [c for c in columns if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(str(path), f"header {reader.fieldnames} lacks column(s) {missing} "
+                                   f"(set data.text_field / data.label_field to match)")
+    for n, rec in enumerate(reader, 1):
+        out.append((n, rec))
+    return out, p.suffix.lower()[1:]
+
+
+def _normalized(s: str) -> str:
+    return " ".join(s.lower().split())
+
+
+def _hash(s: str) -> str:
+    return hashlib.sha256(_normalized(s).encode()).hexdigest()
+
+
+def _row_problem(rec: dict, cols: tuple[str, str], n: int) -> str | None:
+    for col in cols:
+        v = rec.get(col)
+        if v is None:
+            return f"row {n}: no {col!r} field"
+        if isinstance(v, (dict, list)):
+            return f"row {n}: {col!r} must be a string"
+        if not str(v).strip():
+            return f"row {n}: {col!r} is empty"
+    return None
+
+
+def _parse(path: str, task: str, fields: TextFields, skip_invalid: bool, report_invalid: list[str]) -> TextRows:
+    cols = (fields.text, fields.label) if task == CLASSIFICATION else (fields.prompt, fields.response)
+    records, _ = read_rows(path, cols)
+    a, b, rows = [], [], []
+    for n, rec in records:
+        problem = _row_problem(rec, cols, n)
+        if problem:
+            report_invalid.append(f"{Path(path).name} {problem}")
+            continue
+        a.append(str(rec[cols[0]]))
+        label_or_response = str(rec[cols[1]])
+        b.append(label_or_response.strip() if task == CLASSIFICATION else label_or_response)
+        rows.append(n)
+    if report_invalid and not skip_invalid:
+        shown = "; ".join(report_invalid[:5]) + (f" and {len(report_invalid) - 5} more" if len(report_invalid) > 5 else "")
+        raise DataError("data.path", f"{len(report_invalid)} invalid row(s): {shown} "
+                                     "(fix them, or pass --skip-corrupt to skip them)", files=report_invalid)
+    return TextRows(a, b, rows)
+
+
+def load_text_data(path: str, val_path: str | None, task: str, val_fraction: float, skip_invalid: bool,
+                   seed: int, fields: TextFields = TextFields(), classes: list[str] | None = None
+                   ) -> tuple[TextRows, TextRows, TextDataReport]:
+    """Read, validate and split text data. Raises DataError naming the file and row.
+
+    Args:
+        classes: when given (re-tuning), the label set the data must match exactly.
+    """
+    invalid: list[str] = []
+    train = _parse(path, task, fields, skip_invalid, invalid)
+    val = _parse(val_path, task, fields, skip_invalid, invalid) if val_path else None
+    total = len(train) + (len(val) if val else 0)
+    if len(train) == 0:
+        raise DataError("data.path", "no usable rows")
+    if val is None:
+        labels = train.b if task == CLASSIFICATION else [""] * len(train)
+        t_idx, v_idx = stratified_split([Sample(str(r), y) for r, y in zip(train.rows, labels)],
+                                        [_hash(x) for x in train.a], val_fraction, seed)
+        train, val = _subset(train, t_idx), _subset(train, v_idx)
+        split = "stratified" if task == CLASSIFICATION else "random"
+    else:
+        split = "given"
+    if len(val) == 0:
+        raise DataError("data.path", "validation split is empty; add rows or pass --val-data")
+    report = TextDataReport(task=task, rows=total, train_rows=len(train), val_rows=len(val), split=split,
+                            invalid_rows=invalid, skipped_invalid=skip_invalid)
+    if task == CLASSIFICATION:
+        _check_labels(train, val, classes, report)
+    _content_checks(train, val, task, report)
+    return train, val, report
+
+
+def _subset(rows: TextRows, idx: list[int]) -> TextRows:
+    return TextRows([rows.a[i] for i in idx], [rows.b[i] for i in idx], [rows.rows[i] for i in idx])
+
+
+def _check_labels(train: TextRows, val: TextRows, classes: list[str] | None, report: TextDataReport) -> None:
+    found = sorted(set(train.b))
+    if classes is None:
+        classes = found
+    elif set(found) != set(classes):
+        raise DataError("data.path", f"labels {found} differ from the run being re-tuned {classes}")
+    if len(classes) < 2:
+        raise DataError("data.path", f"need at least 2 labels, found {len(classes)}: {classes}")
+    unknown = sorted(set(val.b) - set(classes))
+    if unknown:
+        raise DataError("data.val_path", f"labels {unknown[:10]} do not occur in the training data")
+    report.classes = classes
+    report.train_per_class = dict(sorted(Counter(train.b).items()))
+    report.val_per_class = dict(sorted(Counter(val.b).items()))
+    smallest = min(report.train_per_class.values())
+    if smallest * 10 < max(report.train_per_class.values()):
+        report.warnings.append(f"classes are imbalanced ({smallest} vs {max(report.train_per_class.values())} "
+                               "training rows): watch macro-F1 and per-class recall, not accuracy")
+    for c in classes:
+        if report.val_per_class.get(c, 0) == 0:
+            report.warnings.append(f"label {c!r} has no validation rows")
+
+
+def _content_checks(train: TextRows, val: TextRows, task: str, report: TextDataReport) -> None:
+    for split in (train, val):
+        seen: dict[str, tuple[int, str]] = {}
+        for text, other, row in zip(split.a, split.b, split.rows):
+            h = _hash(text)
+            if h in seen:
+                report.duplicates += 1
+                first_row, first_label = seen[h]
+                if task == CLASSIFICATION and first_label != other:
+                    report.conflicting_labels.append(f"rows {first_row} and {row}: {first_label!r} vs {other!r}")
+            else:
+                seen[h] = (row, other)
+    train_hashes = {_hash(t) for t in train.a}
+    report.leakage = sum(_hash(t) in train_hashes for t in val.a)
+    if report.leakage:
+        report.warnings.append(f"{report.leakage} validation row(s) also occur in the training data")
+    if report.conflicting_labels:
+        report.warnings.append(f"{len(report.conflicting_labels)} identical text(s) carry different labels")
+
+
+def add_token_lengths(report: TextDataReport, lengths: list[int], max_length: int) -> None:
+    """Record the token-length distribution of the training rows and how many are truncated."""
+    arr = np.asarray(lengths) if lengths else np.zeros(1, int)
+    truncated = int((arr > max_length).sum())
+    report.token_lengths = {"p50": int(np.percentile(arr, 50)), "p95": int(np.percentile(arr, 95)),
+                            "max": int(arr.max()), "max_length": max_length, "truncated": truncated}
+    if truncated > 0.05 * len(arr):
+        report.warnings.append(f"{truncated} of {len(arr)} training rows exceed max_length {max_length} and are "
+                               "truncated; consider a larger data.max_length")

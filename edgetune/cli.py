@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from edgetune.errors import EdgetuneError
 
@@ -19,7 +18,7 @@ _FLAG_FIELDS = {
     "weights": "model.weights", "init_from": "model.init_from", "epochs": "optim.epochs",
     "lr": "optim.lr", "batch_size": "optim.batch_size", "optimizer": "optim.optimizer",
     "image_size": "data.image_size", "seed": "seed", "device": "device",
-    "patience": "optim.early_stopping_patience",
+    "patience": "optim.early_stopping_patience", "max_length": "data.max_length",
 }
 
 
@@ -30,26 +29,18 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune a model").add_subparsers(dest="task", required=True)
     img = train.add_parser("image", help="fine-tune a timm image classifier")
     img.add_argument("--data", help="ImageFolder dir, .zip/.tar.gz of one, or CSV manifest (path,label)")
-    img.add_argument("--val-data", help="explicit validation set (default: stratified split of --data)")
-    img.add_argument("--model", help="architecture (see `edgetune models`)")
-    img.add_argument("--method", choices=["full", "linear_probe", "lora"])
-    img.add_argument("--weights", help="catalog (default), random, a catalog entry name, or a weights file/dir")
-    img.add_argument("--init-from", help="re-tune an earlier run (same labels)")
-    img.add_argument("--out", help="run directory to create")
-    img.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
-    img.add_argument("--config", help="YAML config file")
-    img.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                     help="override any config field, e.g. --set optim.label_smoothing=0.0")
-    img.add_argument("--epochs", type=int)
-    img.add_argument("--lr", type=float)
-    img.add_argument("--batch-size", type=int)
-    img.add_argument("--optimizer", choices=["adamw", "sgd"])
+    _common_train_args(img, ["full", "linear_probe", "lora"], "a weights file/dir")
     img.add_argument("--image-size", type=int)
-    img.add_argument("--patience", type=int, help="early stopping patience in epochs (0 = off)")
-    img.add_argument("--seed", type=int)
-    img.add_argument("--device", choices=["auto", "cpu", "cuda"])
     img.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images instead of failing")
     img.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
+    txt = train.add_parser("text", help="fine-tune a transformers text model (classification or instruction tuning)")
+    txt.add_argument("--task", dest="text_task", choices=["classification", "generation"], default="classification",
+                     help="classification: (text, label) rows on an encoder; generation: (prompt, response) "
+                          "rows on a decoder")
+    txt.add_argument("--data", help=".jsonl, .csv or .tsv file of (text, label) or (prompt, response) rows")
+    _common_train_args(txt, ["full", "linear_probe", "lora", "ia3", "prompt_tuning"], "a local HF directory")
+    txt.add_argument("--max-length", type=int, help="tokens per example (default 128)")
+    txt.add_argument("--skip-corrupt", action="store_true", help="skip invalid rows instead of failing")
 
     exp = sub.add_parser("export", help="export a run to a verified ONNX bundle")
     exp.add_argument("run")
@@ -58,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--force", action="store_true", help="replace an existing bundle")
     exp.add_argument("--atol", type=float, help="parity tolerance, max abs diff (default 1e-4)")
 
-    pred = sub.add_parser("predict", help="classify images with a bundle in ONNX Runtime")
+    pred = sub.add_parser("predict", help="classify images or texts with a bundle in ONNX Runtime")
     pred.add_argument("bundle")
-    pred.add_argument("images", nargs="+")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT",
+                      help="image files; or texts for a text bundle ('-' reads one text per line from stdin)")
     pred.add_argument("--top-k", type=int, default=5)
     pred.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pred.add_argument("--json", action="store_true", help="print JSON lines")
@@ -82,26 +74,48 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _common_train_args(p: argparse.ArgumentParser, methods: list[str], weights_path: str) -> None:
+    p.add_argument("--val-data", help="explicit validation set (default: stratified split of --data)")
+    p.add_argument("--model", help="architecture (see `edgetune models`)")
+    p.add_argument("--method", choices=methods)
+    p.add_argument("--weights", help=f"catalog (default), random, a catalog entry name, or {weights_path}")
+    p.add_argument("--init-from", help="re-tune an earlier run (same labels)")
+    p.add_argument("--out", help="run directory to create")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override any config field, e.g. --set optim.label_smoothing=0.0")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"])
+    p.add_argument("--patience", type=int, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+
+
+_TEXT_TASKS = {"classification": "text_classification", "generation": "text_generation"}
+
+
 def _train(args) -> int:
     from edgetune.progress import TerminalProgress
-    from edgetune.trainers.config import config_from_dict, load_config
-    from edgetune.trainers.image import ckpt_config, train_image
-    from edgetune.trainers.run import RunFiles
+    from edgetune.trainers.config import load_config
+    from edgetune.trainers.train import read_run_config, train
 
     progress = TerminalProgress()
     if args.resume:
-        cfg = config_from_dict(ckpt_config(RunFiles(Path(args.resume))))
-        result = train_image(cfg, args.resume, progress, resume=True)
+        result = train(read_run_config(args.resume), args.resume, progress, resume=True)
     else:
         for name in ("data", "out"):
             if not getattr(args, name) and not args.config:
                 raise EdgetuneError(f"--{name}", "is required (or use --resume RUN)")
         if not args.out:
             raise EdgetuneError("--out", "is required")
-        overrides = {f: getattr(args, a) for a, f in _FLAG_FIELDS.items() if getattr(args, a) is not None}
+        overrides = {f: getattr(args, a) for a, f in _FLAG_FIELDS.items() if getattr(args, a, None) is not None}
+        overrides["task"] = _TEXT_TASKS[args.text_task] if args.task == "text" else "image_classification"
         if args.skip_corrupt:
             overrides["data.skip_corrupt"] = True
-        if args.no_augment:
+        if getattr(args, "no_augment", False):
             overrides["data.augment"] = False
         for item in args.set:
             key, sep, value = item.partition("=")
@@ -111,7 +125,7 @@ def _train(args) -> int:
         cfg = load_config(args.config, overrides)
         if not cfg.data.path:
             raise EdgetuneError("data.path", "is required (--data)")
-        result = train_image(cfg, args.out, progress)
+        result = train(cfg, args.out, progress)
     print(result.summary())
     return 0
 
@@ -129,14 +143,23 @@ def _export(args) -> int:
 
 
 def _predict(args) -> int:
-    from edgetune.export.runtime import BundlePredictor
+    from edgetune.export.runtime import BundlePredictor, manifest_of
+    from edgetune.export.text_runtime import TextBundlePredictor
 
-    predictor = BundlePredictor(args.bundle, device=args.device)
-    for p in predictor.predict_files(args.images, top_k=args.top_k):
+    if manifest_of(args.bundle).get("task") == "text_classification":
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()] if args.inputs == ["-"] else args.inputs
+        rows = [(p.text, p.top) for p in TextBundlePredictor(args.bundle, device=args.device)
+                .predict_texts(texts, top_k=args.top_k)]
+        key = "text"
+    else:
+        rows = [(p.path, p.top) for p in BundlePredictor(args.bundle, device=args.device)
+                .predict_files(args.inputs, top_k=args.top_k)]
+        key = "path"
+    for source, top in rows:
         if args.json:
-            print(json.dumps({"path": p.path, "top": [{"label": lab, "score": s} for lab, s in p.top]}))
+            print(json.dumps({key: source, "top": [{"label": lab, "score": s} for lab, s in top]}))
         else:
-            print(f"{p.path}: " + ", ".join(f"{lab} {s:.4f}" for lab, s in p.top))
+            print(f"{source}: " + ", ".join(f"{lab} {s:.4f}" for lab, s in top))
     return 0
 
 
@@ -146,7 +169,7 @@ def _models(args) -> int:
     for row in list_base_models():
         weights = ", ".join(f"{w['name']} ({'available' if w['available'] else 'not installed'})"
                             for w in row["weights"]) or "none in catalog (use --weights FILE or random)"
-        print(f"{row['arch']:<24} {row['family']:<4} {weights}")
+        print(f"{row['arch']:<24} {row['task']:<22} {weights}")
     return 0
 
 

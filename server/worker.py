@@ -1,6 +1,6 @@
 """One job, one process: ``python -m edgetune.server.worker --db DB --job ID --run-dir DIR --data DIR``.
 
-Runs ``train_image`` and writes its progress to the store as events. Exit codes: 0 done;
+Runs ``train`` (the task's recipe) and writes its progress to the store as events. Exit codes: 0 done;
 2 the job's input was bad (the reason is the last log event); 75 stopped by SIGTERM at the next
 training step, keeping the last finished epoch's checkpoint (resumable). Anything else is a crash the server reports.
 """
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgetune.server.jobspec import train_config
     from edgetune.server.store import Store
-    from edgetune.trainers.image import train_image
     from edgetune.trainers.run import RunFiles
+    from edgetune.trainers.train import train
 
     store = Store(args.db)
     job = store.get_job(args.job)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         resume = RunFiles(run_dir).state.is_file()
         if resume:
             sink(LogLine("resuming from the last finished epoch's checkpoint"))
-        result = train_image(cfg, run_dir, sink, resume=resume)
+        result = train(cfg, run_dir, sink, resume=resume)
         sink(LogLine(result.summary()))
         return 0
     except Interrupted:

@@ -41,3 +41,30 @@ def digits_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_digits_folder(tmp_path_factory) -> Path:
     return write_digits_imagefolder(tmp_path_factory.mktemp("digits_small") / "digits", limit_per_class=20)
+
+
+TOPICS = {"sport": "goal match team score league coach player win".split(),
+          "food": "pizza pasta salad cook recipe oven taste bread".split(),
+          "tech": "laptop code server chip cloud phone app data".split()}
+_FILLER = "the a today really very some my our new old".split()
+
+
+def write_topic_texts(path: Path, rows: int = 240, seed: int = 0) -> Path:
+    """Learnable text classification rows (JSONL): topic words decide the label."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(rows):
+            label = rng.choice(sorted(TOPICS))
+            words = [rng.choice(TOPICS[label]) for _ in range(rng.randint(3, 8))]
+            words += [rng.choice(_FILLER) for _ in range(rng.randint(2, 6))]
+            rng.shuffle(words)
+            f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
+    return path
+
+
+@pytest.fixture
+def topic_texts(tmp_path) -> Path:
+    return write_topic_texts(tmp_path / "topics.jsonl")

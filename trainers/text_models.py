@@ -146,11 +146,12 @@ def train_tokenizer(arch: str, texts: list[str], vocab_size: int = 512) -> PreTr
     spec = TEXT_ARCHITECTURES[arch]
     if spec.tokenizer == "wordpiece":
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        # Built by hand: tokenizers' WordPieceTrainer does not give the same vocab twice, and a
+        # random-init run must rebuild identically (tests compare resumed and uninterrupted runs).
+        tok = Tokenizer(models.WordPiece(_wordpiece_vocab(texts, specials, vocab_size), unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False))
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
             ("[CLS]", cls), ("[SEP]", sep)])
@@ -170,6 +171,28 @@ def train_tokenizer(arch: str, texts: list[str], vocab_size: int = 512) -> PreTr
                                        pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="<pad>")
+
+
+def _wordpiece_vocab(texts: list[str], specials: list[str], size: int) -> dict[str, int]:
+    """Specials, every character (alone and as ``##`` continuation), then the most frequent words."""
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    norm, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words: Counter = Counter()
+    for t in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    chars = sorted({c for w in words for c in w})
+    vocab = specials + chars + [f"##{c}" for c in chars]
+    known = set(vocab)
+    for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= size:
+            break
+        if w not in known:
+            vocab.append(w)
+            known.add(w)
+    return {t: i for i, t in enumerate(vocab)}
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -192,13 +215,18 @@ def _tiny_config(arch: str, tokenizer) -> object:
 
 
 def create_text_model(task: str, arch: str, source: TextWeights, num_labels: int, seed: int,
-                      train_texts: list[str]) -> tuple[nn.Module, PreTrainedTokenizerFast, dict]:
-    """Build the model to fine-tune and its tokenizer; returns (model, tokenizer, weights report)."""
+                      train_texts: list[str], tokenizer: PreTrainedTokenizerFast | None = None
+                      ) -> tuple[nn.Module, PreTrainedTokenizerFast, dict]:
+    """Build the model to fine-tune and its tokenizer; returns (model, tokenizer, weights report).
+
+    Args:
+        tokenizer: random init only: reuse this tokenizer (a resumed run's) instead of training one.
+    """
     auto = AutoModelForSequenceClassification if task == CLASSIFICATION else AutoModelForCausalLM
     kwargs = {"num_labels": num_labels} if task == CLASSIFICATION else {}
     torch.manual_seed(seed)
     if source.kind == "random":
-        tokenizer = train_tokenizer(arch, train_texts)
+        tokenizer = tokenizer or train_tokenizer(arch, train_texts)
         config = _tiny_config(arch, tokenizer)
         for k, v in kwargs.items():
             setattr(config, k, v)

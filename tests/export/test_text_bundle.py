@@ -1,0 +1,105 @@
+"""Text classification bundles: export with dynamic batch and sequence axes, the three-way parity
+gate (peft unmerged vs merged PyTorch vs ONNX Runtime), tokenizer files, device-side inference."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from edgetune.errors import ParityError
+from edgetune.export.bundle import export_bundle, verify_bundle
+from edgetune.export.text_runtime import TextBundlePredictor, TextEncoder
+from edgetune.trainers.config import load_config
+from edgetune.trainers.text import train_text
+from edgetune.trainers.text_run import load_text_run, parity_texts
+from tests.conftest import write_topic_texts
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("text_runs")
+    data = write_topic_texts(root / "topics.jsonl")
+    out = {}
+    for method, arch, extra in (("lora", "bert", {"optim.lr": 1e-2}), ("prompt_tuning", "bert", {}),
+                                ("full", "roberta", {"optim.lr": 1e-2})):
+        cfg = load_config(overrides={"task": "text_classification", "data.path": str(data), "model.arch": arch,
+                                     "model.weights": "random", "method": method, "optim.epochs": 3,
+                                     "optim.batch_size": 16, "data.max_length": 24, **extra})
+        out[method] = train_text(cfg, root / method).run_dir
+    return out
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "full"])
+def test_bundle_passes_three_way_parity_and_predicts_like_pytorch(runs, tmp_path, method):
+    result = export_bundle(runs[method], tmp_path / "bundle", device="cpu")
+    manifest = verify_bundle(result.dir)
+    assert manifest["valid"] and manifest["task"] == "text_classification"
+    assert {"model.onnx", "tokenizer/tokenizer.json"} <= set(manifest["files"])
+    tok = manifest["tokenization"]
+    assert tok["max_length"] == 24 and tok["padding_side"] == "right" and tok["pad_token_id"] is not None
+    compared = {c["compared"] for c in manifest["parity"]["cases"]}
+    has_adapter = method != "full"
+    assert ("peft unmerged vs merged pytorch" in compared) == has_adapter
+    assert ("peft unmerged vs onnxruntime" in compared) == has_adapter
+    for case in manifest["parity"]["cases"]:
+        assert case["max_abs_diff"] <= 1e-4 and case["top1_agreement"] == 1.0, case
+    # Device-side inference agrees with the PyTorch checkpoint, row by row.
+    run = load_text_run(runs[method])
+    texts = [r["text"] for r in parity_texts(runs[method])][:20]
+    predictor = TextBundlePredictor(result.dir, device="cpu")
+    enc = run.tokenizer(texts, truncation=True, max_length=24, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        ref = run.model(enc["input_ids"], enc["attention_mask"]).numpy()
+    got = predictor.logits(texts)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    top = predictor.predict_texts(texts, top_k=1)
+    assert [p.top[0][0] for p in top] == [run.classes[i] for i in ref.argmax(1)]
+
+
+def test_device_tokenization_equals_the_training_tokenizer(runs, tmp_path):
+    bundle = export_bundle(runs["lora"], tmp_path / "b", device="cpu").dir
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    encoder = TextEncoder(bundle, manifest["tokenization"])
+    run = load_text_run(runs["lora"])
+    texts = ["pizza ovens today", "A very, very long message " * 10, "goal!", "unknown wörds ✓"]
+    assert encoder.ids(texts) == run.tokenizer(texts, truncation=True, max_length=24)["input_ids"]
+    feed = encoder.encode(texts)
+    assert feed["input_ids"].shape == (4, 24) and feed["attention_mask"][2].sum() < 24
+
+
+def test_a_broken_merge_fails_the_export_and_keeps_the_evidence(runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["lora"], run)
+    # Make the saved adapter disagree with the merged checkpoint (as a wrong merge would).
+    path = run / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if "lora_B" in k)
+    tensors[key] = tensors[key] + 0.5
+    save_file(tensors, str(path))
+    with pytest.raises(ParityError) as e:
+        export_bundle(run, tmp_path / "bundle", device="cpu")
+    assert e.value.exit_code == 3
+    assert not (tmp_path / "bundle").exists()
+    failed = json.loads((tmp_path / "bundle.invalid" / "manifest.json").read_text())
+    assert failed["valid"] is False
+    bad = [c for c in failed["parity"]["cases"] if c["max_abs_diff"] > 1e-4]
+    assert bad and all(c["compared"].startswith("peft unmerged") for c in bad)
+
+
+@pytest.mark.slow
+def test_real_minilm_lora_exports_and_passes_parity(tmp_path):
+    data = write_topic_texts(tmp_path / "topics.jsonl", rows=160)
+    cfg = load_config(overrides={"task": "text_classification", "data.path": str(data), "method": "lora",
+                                 "optim.epochs": 1, "data.max_length": 32})
+    assert cfg.model.arch == "bert" and cfg.model.weights == "catalog"
+    result = train_text(cfg, tmp_path / "run")
+    weights = result.report["weights"]
+    assert weights["source"].startswith("catalog all-minilm-l6-v2")
+    assert weights["loaded_tensors"] >= 100 and all(k.startswith("classifier") for k in weights["new_tensors"])
+    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle", device="cpu")
+    assert bundle.parity["passed"] and bundle.parity["max_abs_diff"] <= 1e-4
+    assert any(c["compared"] == "peft unmerged vs onnxruntime" for c in bundle.parity["cases"])

@@ -1,0 +1,33 @@
+"""The front door of training: ``train(config, out_dir)`` picks the task's recipe.
+
+The CLI, the server's worker processes and the tests call this one function.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from edgetune.errors import InvalidArgument
+from edgetune.progress import ProgressSink, silent
+
+from .config import IMAGE, TrainConfig, config_from_dict
+from .image import RunResult, train_image
+from .run import RunFiles
+from .text import train_text
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = silent, resume: bool = False
+          ) -> RunResult:
+    """Fine-tune per ``cfg.task`` and write the run directory (see ``run.py``)."""
+    recipe = train_image if cfg.task == IMAGE else train_text
+    return recipe(cfg, out_dir, progress, resume)
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config saved in a run, for ``--resume``."""
+    files = RunFiles(Path(run_dir))
+    if not files.config.is_file() or not files.state.is_file():
+        raise InvalidArgument("resume", f"{run_dir} has no config.yaml and state/last.pt to resume from")
+    return config_from_dict(yaml.safe_load(files.config.read_text()))

@@ -37,17 +37,20 @@ def add_parsers(sub) -> None:
         p = remote.add_parser(name, help=help_)
         p.add_argument("--server", default=_env("EDGETUNE_SERVER", "127.0.0.1:50051"))
         if name == "upload":
-            p.add_argument("path", help="ImageFolder directory, .zip or .tar.gz")
+            p.add_argument("path", help="ImageFolder directory, .zip or .tar.gz; or a .jsonl/.csv/.tsv of text rows")
             p.add_argument("--name")
         elif name == "submit":
             p.add_argument("--dataset", required=True)
-            p.add_argument("--model", default="efficientnet_lite0")
-            p.add_argument("--method", default="full", choices=["full", "linear_probe", "lora"])
+            p.add_argument("--task", default="image_classification",
+                           choices=["image_classification", "text_classification", "text_generation"])
+            p.add_argument("--model", default="", help="architecture; default: the task's (efficientnet_lite0, bert, llama)")
+            p.add_argument("--method", default="full", choices=["full", "linear_probe", "lora", "ia3", "prompt_tuning"])
             p.add_argument("--weights", default="catalog")
             p.add_argument("--epochs", type=int, help="default: the method's (5)")
             p.add_argument("--lr", type=float, help="default: the method's")
             p.add_argument("--batch-size", type=int, help="default 32")
-            p.add_argument("--image-size", type=int, help="default 224")
+            p.add_argument("--image-size", type=int, help="images; default 224")
+            p.add_argument("--max-length", type=int, help="text: tokens per example; default 128")
             p.add_argument("--idempotency-key", default="")
             p.add_argument("--watch", action="store_true", help="then stream its events to the end")
         elif name in ("watch", "cancel", "export"):
@@ -57,7 +60,8 @@ def add_parsers(sub) -> None:
             p.add_argument("--out", default=".")
         elif name == "predict":
             p.add_argument("export_id")
-            p.add_argument("images", nargs="+")
+            p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or texts with --text")
+            p.add_argument("--text", action="store_true", help="the inputs are texts (a text classification export)")
             p.add_argument("--top-k", type=int, default=5)
 
 
@@ -113,17 +117,18 @@ def run_remote(args) -> int:
                 print(m.arch, m.family, ", ".join(f"{w.name}{'' if w.available else ' (missing)'}" for w in m.weights))
         elif cmd == "upload":
             d = client.upload_dataset(args.path, args.name)
-            print(d.id, f"{len(d.report.classes)} classes,", sum(c.train + c.val for c in d.report.classes), "images")
+            examples = d.report.rows or sum(c.train + c.val for c in d.report.classes)
+            print(d.id, jobs_pb2.Task.Name(d.report.task), f"{len(d.report.classes)} classes,", examples, "examples")
         elif cmd == "submit":
             hyper = {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
-                     "image_size": args.image_size}
+                     "image_size": args.image_size, "max_length": args.max_length}
             for flag, value in hyper.items():
                 # The API reads 0 as "unset": a 0 typed on the command line is an error, not a default.
                 if value is not None and value <= 0:
                     raise EdgetuneError(f"--{flag.replace('_', '-')}".replace("learning-rate", "lr"),
                                         f"must be > 0, got {value}")
             job = client.create_job(args.dataset, args.model, args.method, args.weights, args.idempotency_key,
-                                    **{k: v for k, v in hyper.items() if v is not None})
+                                    task=args.task, **{k: v for k, v in hyper.items() if v is not None})
             print(job.id)
             if args.watch:
                 for e in client.watch(job.id):
@@ -149,9 +154,12 @@ def run_remote(args) -> int:
         elif cmd == "download":
             print(client.download(args.export_id, args.out))
         elif cmd == "predict":
-            images = [Path(p).read_bytes() for p in args.images]
-            for path, r in zip(args.images, client.predict(args.export_id, images, args.top_k)):
-                print(f"{path}: " + ", ".join(f"{t.label} {t.score:.4f}" for t in r.top))
+            if args.text:
+                results = client.predict(args.export_id, top_k=args.top_k, texts=args.inputs)
+            else:
+                results = client.predict(args.export_id, [Path(p).read_bytes() for p in args.inputs], args.top_k)
+            for source, r in zip(args.inputs, results):
+                print(f"{source}: " + ", ".join(f"{t.label} {t.score:.4f}" for t in r.top))
         return 0
     except grpc.RpcError as e:
         raise EdgetuneError(e.code().name, e.details() or "") from None

@@ -19,7 +19,12 @@ from edgetune.v1 import (datasets_pb2, datasets_pb2_grpc, exports_pb2, exports_p
 
 UPLOAD_CHUNK = 1 << 20
 TERMINAL = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
-METHODS = {"full": jobs_pb2.METHOD_FULL, "linear_probe": jobs_pb2.METHOD_LINEAR_PROBE, "lora": jobs_pb2.METHOD_LORA}
+METHODS = {"full": jobs_pb2.METHOD_FULL, "linear_probe": jobs_pb2.METHOD_LINEAR_PROBE, "lora": jobs_pb2.METHOD_LORA,
+           "ia3": jobs_pb2.METHOD_IA3, "prompt_tuning": jobs_pb2.METHOD_PROMPT_TUNING}
+TASKS = {"image_classification": jobs_pb2.TASK_IMAGE_CLASSIFICATION,
+         "text_classification": jobs_pb2.TASK_TEXT_CLASSIFICATION, "text_generation": jobs_pb2.TASK_TEXT_GENERATION}
+TEXT_FORMATS = {".jsonl": datasets_pb2.DATASET_FORMAT_JSONL, ".csv": datasets_pb2.DATASET_FORMAT_CSV,
+                ".tsv": datasets_pb2.DATASET_FORMAT_TSV}
 
 
 class EdgetuneClient:
@@ -53,14 +58,16 @@ class EdgetuneClient:
             time.sleep(0.2)
 
     def upload_dataset(self, path: str | Path, name: str | None = None, timeout: float = 600) -> datasets_pb2.Dataset:
-        """Upload an ImageFolder directory (zipped on the fly), or a .zip / .tar.gz of one."""
+        """Upload an ImageFolder directory (zipped on the fly), a .zip / .tar.gz of one, or a
+        .jsonl / .csv / .tsv file of text rows."""
         path = Path(path)
         with tempfile.TemporaryDirectory() as tmp:
-            if path.is_dir():
-                archive = Path(shutil.make_archive(str(Path(tmp) / "dataset"), "zip", root_dir=path))
+            if path.suffix.lower() in TEXT_FORMATS:
+                archive, fmt = path, TEXT_FORMATS[path.suffix.lower()]
             else:
-                archive = path
-            fmt = datasets_pb2.DATASET_FORMAT_ZIP if archive.suffix == ".zip" else datasets_pb2.DATASET_FORMAT_TAR_GZ
+                archive = Path(shutil.make_archive(str(Path(tmp) / "dataset"), "zip", root_dir=path)) \
+                    if path.is_dir() else path
+                fmt = datasets_pb2.DATASET_FORMAT_ZIP if archive.suffix == ".zip" else datasets_pb2.DATASET_FORMAT_TAR_GZ
             data = archive.read_bytes()
         header = datasets_pb2.UploadHeader(name=name or path.name, format=fmt, total_size=len(data),
                                            sha256=hashlib.sha256(data).hexdigest())
@@ -74,9 +81,10 @@ class EdgetuneClient:
 
         return self.datasets.UploadDataset(messages(), timeout=timeout)
 
-    def create_job(self, dataset_id: str, base_model: str, method: str = "full", weights: str = "catalog",
-                   idempotency_key: str = "", timeout: float = 10, **hyper) -> jobs_pb2.Job:
-        req = jobs_pb2.CreateJobRequest(task=jobs_pb2.TASK_IMAGE_CLASSIFICATION, base_model=base_model,
+    def create_job(self, dataset_id: str, base_model: str = "", method: str = "full", weights: str = "catalog",
+                   idempotency_key: str = "", timeout: float = 10, task: str = "image_classification",
+                   **hyper) -> jobs_pb2.Job:
+        req = jobs_pb2.CreateJobRequest(task=TASKS.get(task, jobs_pb2.TASK_UNSPECIFIED), base_model=base_model,
                                         weights=weights, method=METHODS.get(method, jobs_pb2.METHOD_UNSPECIFIED),
                                         hyperparameters=jobs_pb2.Hyperparameters(**hyper), dataset_id=dataset_id,
                                         idempotency_key=idempotency_key)
@@ -137,9 +145,11 @@ class EdgetuneClient:
             tf.extractall(out, filter="data")
         return out / export_id
 
-    def predict(self, export_id: str, images: list[bytes], top_k: int = 5, timeout: float = 30):
-        return self.inference.Predict(inference_pb2.PredictRequest(export_id=export_id, images=images, top_k=top_k),
-                                      timeout=timeout).results
+    def predict(self, export_id: str, images: list[bytes] = (), top_k: int = 5, timeout: float = 30,
+                texts: list[str] = ()):
+        """Top-k labels per image (image exports) or per text (text classification exports)."""
+        req = inference_pb2.PredictRequest(export_id=export_id, images=list(images), texts=list(texts), top_k=top_k)
+        return self.inference.Predict(req, timeout=timeout).results
 
     def list_base_models(self):
         return self.models.ListBaseModels(models_pb2.ListBaseModelsRequest(), timeout=5).models

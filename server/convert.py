@@ -5,14 +5,19 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from edgetune.errors import InvalidArgument
+from edgetune.trainers.config import TASK_METHODS
 from edgetune.v1 import datasets_pb2, exports_pb2, jobs_pb2, models_pb2
 
-TASKS = {jobs_pb2.TASK_IMAGE_CLASSIFICATION: "image_classification"}
-METHODS = {jobs_pb2.METHOD_FULL: "full", jobs_pb2.METHOD_LINEAR_PROBE: "linear_probe", jobs_pb2.METHOD_LORA: "lora"}
+TASKS = {jobs_pb2.TASK_IMAGE_CLASSIFICATION: "image_classification",
+         jobs_pb2.TASK_TEXT_CLASSIFICATION: "text_classification", jobs_pb2.TASK_TEXT_GENERATION: "text_generation"}
+METHODS = {jobs_pb2.METHOD_FULL: "full", jobs_pb2.METHOD_LINEAR_PROBE: "linear_probe", jobs_pb2.METHOD_LORA: "lora",
+           jobs_pb2.METHOD_IA3: "ia3", jobs_pb2.METHOD_PROMPT_TUNING: "prompt_tuning"}
 STATES = {jobs_pb2.JOB_STATE_QUEUED: "QUEUED", jobs_pb2.JOB_STATE_RUNNING: "RUNNING",
           jobs_pb2.JOB_STATE_SUCCEEDED: "SUCCEEDED", jobs_pb2.JOB_STATE_FAILED: "FAILED",
           jobs_pb2.JOB_STATE_CANCELLED: "CANCELLED"}
-FORMATS = {datasets_pb2.DATASET_FORMAT_ZIP: "zip", datasets_pb2.DATASET_FORMAT_TAR_GZ: "tar.gz"}
+FORMATS = {datasets_pb2.DATASET_FORMAT_ZIP: "zip", datasets_pb2.DATASET_FORMAT_TAR_GZ: "tar.gz",
+           datasets_pb2.DATASET_FORMAT_JSONL: "jsonl", datasets_pb2.DATASET_FORMAT_CSV: "csv",
+           datasets_pb2.DATASET_FORMAT_TSV: "tsv"}
 _INV = {name: {v: k for k, v in table.items()} for name, table in
         (("task", TASKS), ("method", METHODS), ("state", STATES), ("format", FORMATS))}
 
@@ -28,13 +33,13 @@ def ts(seconds: float | None) -> Timestamp | None:
 def job_request(req: jobs_pb2.CreateJobRequest) -> dict:
     """A CreateJobRequest as the plain dict the service validates and stores."""
     if req.task not in TASKS:
-        raise InvalidArgument("task", "must be TASK_IMAGE_CLASSIFICATION")
+        raise InvalidArgument("task", f"must be one of {', '.join(jobs_pb2.Task.Name(t) for t in TASKS)}")
     if req.method not in METHODS:
-        raise InvalidArgument("method", "must be METHOD_FULL, METHOD_LINEAR_PROBE or METHOD_LORA")
+        raise InvalidArgument("method", f"must be one of {', '.join(jobs_pb2.Method.Name(m) for m in METHODS)}")
     hp = req.hyperparameters
     hyper = {}
     for name in ("epochs", "learning_rate", "batch_size", "image_size", "optimizer", "early_stopping_patience",
-                 "seed"):
+                 "seed", "max_length"):
         value = getattr(hp, name)
         if value:  # proto3 zero = unset = the method's default
             hyper[name] = value
@@ -93,7 +98,8 @@ def dataset(row: dict) -> datasets_pb2.Dataset:
     report = datasets_pb2.ValidationReport(
         classes=[datasets_pb2.ClassCount(**c) for c in rep["classes"]], split=rep["split"],
         corrupt_files=rep["corrupt_files"], duplicate_groups=rep["duplicate_groups"],
-        leaked_images=rep["leaked_images"], warnings=rep["warnings"])
+        leaked_images=rep["leaked_images"], warnings=rep["warnings"],
+        task=_INV["task"][rep.get("task", "image_classification")], rows=rep.get("rows", 0))
     return datasets_pb2.Dataset(id=row["id"], name=row["name"], format=_INV["format"][row["format"]],
                                 size_bytes=row["size_bytes"], sha256=row["sha256"],
                                 create_time=ts(row["create_time"]), report=report)
@@ -105,7 +111,8 @@ def export(row: dict) -> exports_pb2.Export:
     msg = exports_pb2.Export(id=row["id"], job_id=row["job_id"], create_time=ts(row["create_time"]),
                              valid=row["valid"], labels=m.get("labels", []),
                              image_size=(m.get("preprocessing") or {}).get("size", 0), opset=m.get("opset", 0),
-                             error=row["error"])
+                             error=row["error"], task=_INV["task"].get(m.get("task"), 0),
+                             max_length=(m.get("tokenization") or {}).get("max_length", 0))
     if parity.get("cases"):
         msg.parity.CopyFrom(exports_pb2.ParityReport(
             passed=parity["passed"], atol=parity["atol"], max_abs_diff=parity["max_abs_diff"],
@@ -119,5 +126,5 @@ def export(row: dict) -> exports_pb2.Export:
 
 def base_model(row: dict) -> models_pb2.BaseModel:
     return models_pb2.BaseModel(arch=row["arch"], family=row["family"], task=_INV["task"][row["task"]],
-                                methods=list(METHODS),
+                                methods=[_INV["method"][m] for m in TASK_METHODS[row["task"]]],
                                 weights=[models_pb2.BaseWeights(**w) for w in row["weights"]])

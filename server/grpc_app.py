@@ -171,7 +171,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.s = service
 
     def Predict(self, request, context):
-        results = self.s.predict(request.export_id, list(request.images), request.top_k)
+        results = self.s.predict(request.export_id, list(request.images), request.top_k, list(request.texts))
         return inference_pb2.PredictResponse(results=[
             inference_pb2.Classification(top=[inference_pb2.LabelScore(label=lab, score=s) for lab, s in r])
             for r in results])

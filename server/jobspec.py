@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from edgetune.errors import InvalidArgument
 from edgetune.trainers.catalog import catalog, resolve_weights
-from edgetune.trainers.config import TrainConfig, load_config
-
-TASKS = ("image_classification",)
+from edgetune.trainers.config import IMAGE, TASKS, TrainConfig, load_config
+from edgetune.trainers.text_models import resolve_text_weights
 
 # API field -> config field. Errors name the API field the client sent.
 _FIELDS = {
@@ -24,6 +23,7 @@ _FIELDS = {
     "hyperparameters.early_stopping_patience": "optim.early_stopping_patience",
     "hyperparameters.augment": "data.augment",
     "hyperparameters.seed": "seed",
+    "hyperparameters.max_length": "data.max_length",
     "base_model": "model.arch",
     "weights": "model.weights",
     "method": "method",
@@ -38,10 +38,10 @@ def train_config(request: dict, data_path: str) -> TrainConfig:
     weights = request.get("weights") or "catalog"
     if weights not in ("catalog", "random") and weights not in catalog():
         raise InvalidArgument("weights", f"{weights!r} is not 'catalog', 'random' or a catalog entry name")
-    flat = {"base_model": request.get("base_model"), "weights": weights, "method": request.get("method")}
+    flat = {"base_model": request.get("base_model") or None, "weights": weights, "method": request.get("method")}
     for key, value in (request.get("hyperparameters") or {}).items():
         flat[f"hyperparameters.{key}"] = value
-    overrides = {"data.path": data_path}
+    overrides = {"data.path": data_path, "task": request["task"]}
     for key, value in flat.items():
         if key not in _FIELDS:
             raise InvalidArgument(key, "unknown field")
@@ -49,7 +49,7 @@ def train_config(request: dict, data_path: str) -> TrainConfig:
             overrides[_FIELDS[key]] = value
     try:
         cfg = load_config(overrides=overrides)
-        resolve_weights(cfg.model.arch, cfg.model.weights)
+        (resolve_weights if cfg.task == IMAGE else resolve_text_weights)(cfg.model.arch, cfg.model.weights)
     except InvalidArgument as e:
         raise InvalidArgument(_API_NAME.get(e.subject, e.subject), e.message) from None
     return cfg

@@ -23,18 +23,21 @@ from edgetune.errors import (AlreadyExists, DataError, FailedPrecondition, Inval
                              NotFound, ParityError, ResourceExhausted)
 from edgetune.export.bundle import export_bundle
 from edgetune.export.runtime import BundlePredictor, softmax
+from edgetune.export.text_runtime import TextBundlePredictor
 from edgetune.imaging import decode_rgb, normalize, resize_uint8
 from edgetune.trainers.archives import extract_archive
 from edgetune.trainers.catalog import list_base_models
 from edgetune.trainers.data import load_image_data
+from edgetune.trainers.text_data import detect_text_task, load_text_data
 
 from .jobspec import train_config
 from .runner import JobRunner
 from .store import SUCCEEDED, TERMINAL, EventRow, JobRow, Store, new_id
 
-FORMATS = {"zip": ".zip", "tar.gz": ".tar.gz"}
+FORMATS = {"zip": ".zip", "tar.gz": ".tar.gz", "jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv"}
+TEXT_FORMATS = ("jsonl", "csv", "tsv")
 MAX_PAGE = 500
-MAX_PREDICT_IMAGES = 64
+MAX_PREDICT_INPUTS = 64
 ARTIFACT_CHUNK = 1 << 20
 
 
@@ -112,6 +115,16 @@ class Upload:
             raise InvalidArgument("header.total_size", f"declared {self.total_size} bytes, received {self.received}")
         if self._hash.hexdigest() != self.sha256:
             raise InvalidArgument("header.sha256", "does not match the uploaded bytes")
+        if self.fmt in TEXT_FORMATS:
+            root, summary = self.archive, _text_summary(self.archive, self.name)
+        else:
+            root, summary = self._image_dataset()
+        row = {"id": self.id, "name": self.name, "format": self.fmt, "size_bytes": self.received,
+               "sha256": self.sha256, "create_time": time.time(), "report": summary, "path": str(root)}
+        self.service.store.add_dataset(row)
+        return self.service.store.get_dataset(self.id)
+
+    def _image_dataset(self) -> tuple[Path, dict]:
         cfg = self.service.config
         try:
             files = extract_archive(self.archive, self.dir / "files", cfg.max_archive_entries,
@@ -125,14 +138,25 @@ class Upload:
         except DataError as e:
             raise DataError(e.subject.replace(str(root) + "/", "") if e.subject != "data.path" else "dataset",
                             e.message.replace(str(root) + "/", ""), e.files) from None
-        summary = {"classes": [{"label": c, "train": report.train_per_class.get(c, 0),
-                                "val": report.val_per_class.get(c, 0)} for c in report.classes],
-                   "split": report.split, "corrupt_files": [], "duplicate_groups": len(report.duplicate_groups),
-                   "leaked_images": len(report.leakage), "warnings": report.warnings}
-        row = {"id": self.id, "name": self.name, "format": self.fmt, "size_bytes": self.received,
-               "sha256": self.sha256, "create_time": time.time(), "report": summary, "path": str(root)}
-        self.service.store.add_dataset(row)
-        return self.service.store.get_dataset(self.id)
+        return root, {"task": "image_classification", "rows": 0,
+                      "classes": [{"label": c, "train": report.train_per_class.get(c, 0),
+                                   "val": report.val_per_class.get(c, 0)} for c in report.classes],
+                      "split": report.split, "corrupt_files": [], "duplicate_groups": len(report.duplicate_groups),
+                      "leaked_images": len(report.leakage), "warnings": report.warnings}
+
+
+def _text_summary(path: Path, name: str) -> dict:
+    """Validate uploaded text rows (the standard column names) as a job will read them."""
+    try:
+        task = detect_text_task(path)
+        _, _, report = load_text_data(str(path), None, task, 0.2, False, 0)
+    except DataError as e:  # name the upload, not the server's path
+        raise DataError("dataset", e.message.replace(str(path), name).replace(path.name, name), e.files) from None
+    return {"task": task, "rows": report.train_rows + report.val_rows,
+            "classes": [{"label": c, "train": report.train_per_class.get(c, 0), "val": report.val_per_class.get(c, 0)}
+                        for c in report.classes],
+            "split": report.split, "corrupt_files": [], "duplicate_groups": report.duplicates,
+            "leaked_images": report.leakage, "warnings": report.warnings}
 
 
 def _single_root(files: Path) -> Path:
@@ -197,6 +221,10 @@ class EdgetuneService:
         if len(idempotency_key) > 128:
             raise InvalidArgument("idempotency_key", "must be at most 128 characters")
         dataset = self.get_dataset(request.get("dataset_id", ""))
+        kind = dataset["report"].get("task", "image_classification")
+        if kind != request.get("task"):
+            raise InvalidArgument("dataset_id", f"dataset {dataset['id']} holds {kind} data; the job's task is "
+                                                f"{request.get('task')}")
         cfg = train_config(request, dataset["path"])
         try:
             job, created = self.store.add_job(new_id("job"), request, dataset["id"], idempotency_key or None,
@@ -284,8 +312,9 @@ class EdgetuneService:
         row = self._valid_export(export_id)
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-            for p in sorted(Path(row["path"]).iterdir()):
-                info = tf.gettarinfo(str(p), arcname=f"{export_id}/{p.name}")
+            root = Path(row["path"])
+            for p in sorted(f for f in root.rglob("*") if f.is_file()):
+                info = tf.gettarinfo(str(p), arcname=f"{export_id}/{p.relative_to(root).as_posix()}")
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
                 with open(p, "rb") as f:
                     tf.addfile(info, f)
@@ -296,14 +325,27 @@ class EdgetuneService:
             yield data[offset:offset + ARTIFACT_CHUNK], offset, digest if last else ""
 
     # inference
-    def predict(self, export_id: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
-        if not images:
-            raise InvalidArgument("images", "at least one image is required")
-        if len(images) > MAX_PREDICT_IMAGES:
-            raise InvalidArgument("images", f"at most {MAX_PREDICT_IMAGES} images per request")
+    def predict(self, export_id: str, images: list[bytes], top_k: int, texts: list[str] | None = None
+                ) -> list[list[tuple[str, float]]]:
+        """Top-k labels per image (image exports) or per text (text classification exports)."""
+        texts = texts or []
+        field, n = ("texts", len(texts)) if texts else ("images", len(images))
+        if images and texts:
+            raise InvalidArgument("texts", "send images or texts, not both")
+        if n == 0:
+            raise InvalidArgument("images", "at least one image or text is required")
+        if n > MAX_PREDICT_INPUTS:
+            raise InvalidArgument(field, f"at most {MAX_PREDICT_INPUTS} per request")
         if top_k < 0:
             raise InvalidArgument("top_k", "must be >= 0")
         predictor = self._predictor(export_id)
+        is_text = isinstance(predictor, TextBundlePredictor)
+        if is_text != bool(texts):
+            kind = "text" if is_text else "image"
+            raise InvalidArgument(field, f"export {export_id} is a {kind} classifier; send {kind}s")
+        k = min(top_k or 5, len(predictor.labels))
+        if is_text:
+            return [p.top for p in predictor.predict_texts(texts, top_k=k)]
         prep = predictor.preprocessing
         arrays = []
         for i, data in enumerate(images):
@@ -312,7 +354,6 @@ class EdgetuneService:
             except Exception:  # noqa: BLE001 - any decode failure is the client's image
                 raise InvalidArgument(f"images[{i}]", "cannot decode as an image") from None
         probs = softmax(predictor.logits(normalize(np.stack(arrays), prep)))
-        k = min(top_k or 5, len(predictor.labels))
         out = []
         for row in probs:
             idx = np.argsort(-row)[:k]
@@ -325,13 +366,19 @@ class EdgetuneService:
             raise FailedPrecondition("export_id", "export failed its parity gate; nothing to serve")
         return row
 
-    def _predictor(self, export_id: str) -> BundlePredictor:
+    def _predictor(self, export_id: str) -> BundlePredictor | TextBundlePredictor:
         with self._predictors_lock:
             if export_id in self._predictors:
                 self._predictors.move_to_end(export_id)
                 return self._predictors[export_id]
         row = self._valid_export(export_id)
-        predictor = BundlePredictor(row["path"])
+        task = (row["manifest"] or {}).get("task")
+        if task == "text_classification":
+            predictor = TextBundlePredictor(row["path"])
+        elif task == "image_classification":
+            predictor = BundlePredictor(row["path"])
+        else:
+            raise FailedPrecondition("export_id", f"export {export_id} is a {task} model; use Generate")
         with self._predictors_lock:
             self._predictors[export_id] = predictor
             while len(self._predictors) > self.config.predictor_cache:

@@ -120,6 +120,32 @@ def read_rows(path: str | Path, columns: tuple[str, str]) -> tuple[list[tuple[in
     return out, p.suffix.lower()[1:]
 
 
+def detect_text_task(path: str | Path, fields: TextFields = TextFields()) -> str:
+    """Which text task a file's rows serve, from the columns of its first row."""
+    p = Path(path)
+    cols = None
+    if p.suffix.lower() == ".jsonl":
+        records, _ = read_rows(p, ())
+        cols = set(records[0][1]) if records else set()
+    else:
+        for task, pair in ((CLASSIFICATION, (fields.text, fields.label)),
+                           ("text_generation", (fields.prompt, fields.response))):
+            try:
+                read_rows(p, pair)
+                return task
+            except DataError as e:
+                if "lacks column" not in e.message:
+                    raise
+        raise DataError(str(path), f"header must name {fields.text},{fields.label} or "
+                                   f"{fields.prompt},{fields.response} columns")
+    if {fields.text, fields.label} <= cols:
+        return CLASSIFICATION
+    if {fields.prompt, fields.response} <= cols:
+        return "text_generation"
+    raise DataError(str(path), f"rows must carry {fields.text!r} and {fields.label!r}, or {fields.prompt!r} and "
+                               f"{fields.response!r}; the first row has {sorted(cols)}")
+
+
 def _normalized(s: str) -> str:
     return " ".join(s.lower().split())
 

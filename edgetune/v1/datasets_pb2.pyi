@@ -1,5 +1,6 @@
 import datetime
 
+from edgetune.v1 import jobs_pb2 as _jobs_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -15,9 +16,15 @@ class DatasetFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATASET_FORMAT_UNSPECIFIED: _ClassVar[DatasetFormat]
     DATASET_FORMAT_ZIP: _ClassVar[DatasetFormat]
     DATASET_FORMAT_TAR_GZ: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_JSONL: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_CSV: _ClassVar[DatasetFormat]
+    DATASET_FORMAT_TSV: _ClassVar[DatasetFormat]
 DATASET_FORMAT_UNSPECIFIED: DatasetFormat
 DATASET_FORMAT_ZIP: DatasetFormat
 DATASET_FORMAT_TAR_GZ: DatasetFormat
+DATASET_FORMAT_JSONL: DatasetFormat
+DATASET_FORMAT_CSV: DatasetFormat
+DATASET_FORMAT_TSV: DatasetFormat
 
 class UploadHeader(_message.Message):
     __slots__ = ("name", "format", "total_size", "sha256")
@@ -50,20 +57,24 @@ class ClassCount(_message.Message):
     def __init__(self, label: _Optional[str] = ..., train: _Optional[int] = ..., val: _Optional[int] = ...) -> None: ...
 
 class ValidationReport(_message.Message):
-    __slots__ = ("classes", "split", "corrupt_files", "duplicate_groups", "leaked_images", "warnings")
+    __slots__ = ("classes", "split", "corrupt_files", "duplicate_groups", "leaked_images", "warnings", "task", "rows")
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     CORRUPT_FILES_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_GROUPS_FIELD_NUMBER: _ClassVar[int]
     LEAKED_IMAGES_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     classes: _containers.RepeatedCompositeFieldContainer[ClassCount]
     split: str
     corrupt_files: _containers.RepeatedScalarFieldContainer[str]
     duplicate_groups: int
     leaked_images: int
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, classes: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., split: _Optional[str] = ..., corrupt_files: _Optional[_Iterable[str]] = ..., duplicate_groups: _Optional[int] = ..., leaked_images: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    task: _jobs_pb2.Task
+    rows: int
+    def __init__(self, classes: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., split: _Optional[str] = ..., corrupt_files: _Optional[_Iterable[str]] = ..., duplicate_groups: _Optional[int] = ..., leaked_images: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., task: _Optional[_Union[_jobs_pb2.Task, str]] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("id", "name", "format", "size_bytes", "sha256", "create_time", "report")

@@ -1,5 +1,6 @@
 import datetime
 
+from edgetune.v1 import jobs_pb2 as _jobs_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -18,20 +19,22 @@ class ExportModelRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., atol: _Optional[float] = ...) -> None: ...
 
 class ParityCase(_message.Message):
-    __slots__ = ("name", "batch_size", "samples", "max_abs_diff", "max_rel_diff", "top1_agreement")
+    __slots__ = ("name", "batch_size", "samples", "max_abs_diff", "max_rel_diff", "top1_agreement", "compared")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
     MAX_REL_DIFF_FIELD_NUMBER: _ClassVar[int]
     TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
     name: str
     batch_size: int
     samples: int
     max_abs_diff: float
     max_rel_diff: float
     top1_agreement: float
-    def __init__(self, name: _Optional[str] = ..., batch_size: _Optional[int] = ..., samples: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ...) -> None: ...
+    compared: str
+    def __init__(self, name: _Optional[str] = ..., batch_size: _Optional[int] = ..., samples: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., compared: _Optional[str] = ...) -> None: ...
 
 class ParityReport(_message.Message):
     __slots__ = ("passed", "atol", "max_abs_diff", "max_rel_diff", "top1_agreement", "cases")
@@ -50,7 +53,7 @@ class ParityReport(_message.Message):
     def __init__(self, passed: _Optional[bool] = ..., atol: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[ParityCase, _Mapping]]] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("id", "job_id", "create_time", "valid", "parity", "labels", "image_size", "opset", "model_sha256", "model_bytes", "error")
+    __slots__ = ("id", "job_id", "create_time", "valid", "parity", "labels", "image_size", "opset", "model_sha256", "model_bytes", "error", "task", "max_length")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +65,8 @@ class Export(_message.Message):
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     id: str
     job_id: str
     create_time: _timestamp_pb2.Timestamp
@@ -73,7 +78,9 @@ class Export(_message.Message):
     model_sha256: str
     model_bytes: int
     error: str
-    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid: _Optional[bool] = ..., parity: _Optional[_Union[ParityReport, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., image_size: _Optional[int] = ..., opset: _Optional[int] = ..., model_sha256: _Optional[str] = ..., model_bytes: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    task: _jobs_pb2.Task
+    max_length: int
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid: _Optional[bool] = ..., parity: _Optional[_Union[ParityReport, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., image_size: _Optional[int] = ..., opset: _Optional[int] = ..., model_sha256: _Optional[str] = ..., model_bytes: _Optional[int] = ..., error: _Optional[str] = ..., task: _Optional[_Union[_jobs_pb2.Task, str]] = ..., max_length: _Optional[int] = ...) -> None: ...
 
 class GetExportRequest(_message.Message):
     __slots__ = ("export_id",)

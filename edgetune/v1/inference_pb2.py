@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64getune/v1/inference.proto\x12\x0b\x65\x64getune.v1\"B\n\x0ePredictRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\x05\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"6\n\x0e\x43lassification\x12$\n\x03top\x18\x01 \x03(\x0b\x32\x17.edgetune.v1.LabelScore\"?\n\x0fPredictResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.edgetune.v1.Classification2Q\n\tInference\x12\x44\n\x07Predict\x12\x1b.edgetune.v1.PredictRequest\x1a\x1c.edgetune.v1.PredictResponseB+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64getune/v1/inference.proto\x12\x0b\x65\x64getune.v1\"Q\n\x0ePredictRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\r\n\x05texts\x18\x04 \x03(\t\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"6\n\x0e\x43lassification\x12$\n\x03top\x18\x01 \x03(\x0b\x32\x17.edgetune.v1.LabelScore\"?\n\x0fPredictResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.edgetune.v1.Classification2Q\n\tInference\x12\x44\n\x07Predict\x12\x1b.edgetune.v1.PredictRequest\x1a\x1c.edgetune.v1.PredictResponseB+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.edgetune.v1P\001Z\026edgetune/v1;edgetunev1'
   _globals['_PREDICTREQUEST']._serialized_start=44
-  _globals['_PREDICTREQUEST']._serialized_end=110
-  _globals['_LABELSCORE']._serialized_start=112
-  _globals['_LABELSCORE']._serialized_end=154
-  _globals['_CLASSIFICATION']._serialized_start=156
-  _globals['_CLASSIFICATION']._serialized_end=210
-  _globals['_PREDICTRESPONSE']._serialized_start=212
-  _globals['_PREDICTRESPONSE']._serialized_end=275
-  _globals['_INFERENCE']._serialized_start=277
-  _globals['_INFERENCE']._serialized_end=358
+  _globals['_PREDICTREQUEST']._serialized_end=125
+  _globals['_LABELSCORE']._serialized_start=127
+  _globals['_LABELSCORE']._serialized_end=169
+  _globals['_CLASSIFICATION']._serialized_start=171
+  _globals['_CLASSIFICATION']._serialized_end=225
+  _globals['_PREDICTRESPONSE']._serialized_start=227
+  _globals['_PREDICTRESPONSE']._serialized_end=290
+  _globals['_INFERENCE']._serialized_start=292
+  _globals['_INFERENCE']._serialized_end=373
 # @@protoc_insertion_point(module_scope)

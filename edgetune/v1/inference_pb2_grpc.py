@@ -47,9 +47,10 @@ class InferenceServicer:
     """
 
     def Predict(self, request, context):
-        """Classify encoded images (PNG/JPEG) with an export's own preprocessing.
-        Deadline: 2 s + 50 ms per image. Errors: NOT_FOUND (export_id); FAILED_PRECONDITION (export
-        not valid); INVALID_ARGUMENT (no images, too many, undecodable image: its index is named, top_k).
+        """Classify encoded images (PNG/JPEG) or texts with an export's own preprocessing or tokenizer.
+        Deadline: 2 s + 50 ms per input. Errors: NOT_FOUND (export_id); FAILED_PRECONDITION (export
+        not valid); INVALID_ARGUMENT (no inputs, too many, images sent to a text export or texts to
+        an image export, an undecodable image or empty text: its index is named, top_k).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

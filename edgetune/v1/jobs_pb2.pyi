@@ -23,6 +23,8 @@ class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TASK_UNSPECIFIED: _ClassVar[Task]
     TASK_IMAGE_CLASSIFICATION: _ClassVar[Task]
+    TASK_TEXT_CLASSIFICATION: _ClassVar[Task]
+    TASK_TEXT_GENERATION: _ClassVar[Task]
 
 class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +32,8 @@ class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METHOD_FULL: _ClassVar[Method]
     METHOD_LINEAR_PROBE: _ClassVar[Method]
     METHOD_LORA: _ClassVar[Method]
+    METHOD_IA3: _ClassVar[Method]
+    METHOD_PROMPT_TUNING: _ClassVar[Method]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -38,13 +42,17 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 TASK_UNSPECIFIED: Task
 TASK_IMAGE_CLASSIFICATION: Task
+TASK_TEXT_CLASSIFICATION: Task
+TASK_TEXT_GENERATION: Task
 METHOD_UNSPECIFIED: Method
 METHOD_FULL: Method
 METHOD_LINEAR_PROBE: Method
 METHOD_LORA: Method
+METHOD_IA3: Method
+METHOD_PROMPT_TUNING: Method
 
 class Hyperparameters(_message.Message):
-    __slots__ = ("epochs", "learning_rate", "batch_size", "image_size", "optimizer", "weight_decay", "label_smoothing", "early_stopping_patience", "augment", "seed")
+    __slots__ = ("epochs", "learning_rate", "batch_size", "image_size", "optimizer", "weight_decay", "label_smoothing", "early_stopping_patience", "augment", "seed", "max_length")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +63,7 @@ class Hyperparameters(_message.Message):
     EARLY_STOPPING_PATIENCE_FIELD_NUMBER: _ClassVar[int]
     AUGMENT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     learning_rate: float
     batch_size: int
@@ -65,7 +74,8 @@ class Hyperparameters(_message.Message):
     early_stopping_patience: int
     augment: bool
     seed: int
-    def __init__(self, epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., optimizer: _Optional[str] = ..., weight_decay: _Optional[float] = ..., label_smoothing: _Optional[float] = ..., early_stopping_patience: _Optional[int] = ..., augment: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+    max_length: int
+    def __init__(self, epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., optimizer: _Optional[str] = ..., weight_decay: _Optional[float] = ..., label_smoothing: _Optional[float] = ..., early_stopping_patience: _Optional[int] = ..., augment: _Optional[bool] = ..., seed: _Optional[int] = ..., max_length: _Optional[int] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
     __slots__ = ("task", "base_model", "weights", "method", "hyperparameters", "dataset_id", "idempotency_key")

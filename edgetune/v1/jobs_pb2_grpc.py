@@ -68,7 +68,7 @@ class JobsServicer:
 
     def CreateJob(self, request, context):
         """Queue a job. Deadline: 10 s. Errors: INVALID_ARGUMENT (the field is named: task, base_model,
-        method, a hyperparameter, dataset_id); NOT_FOUND (dataset_id); ALREADY_EXISTS (idempotency_key
+        method, a hyperparameter, dataset_id, e.g. a text dataset for an image task); NOT_FOUND (dataset_id); ALREADY_EXISTS (idempotency_key
         reused with a different request; the same request returns the original job);
         RESOURCE_EXHAUSTED (queue full).
         """

@@ -34,6 +34,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/train_epoch.py
 	$(BIN)/python bench/grpc_predict.py
+	$(BIN)/python bench/text_latency.py
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/text_finetune.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache clients/node/node_modules

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from edgetune.export.decoder import OrtGenerator, check_generation_parity, export_decoder, torch_greedy
+from edgetune.export.decoder import OrtGenerator, check_generation_parity, export_decoder
+from edgetune.trainers.generation import torch_greedy
 from edgetune.export.runtime import create_session
 
 

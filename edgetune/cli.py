@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pred.add_argument("--json", action="store_true", help="print JSON lines")
 
+    gen = sub.add_parser("generate", help="complete a prompt with a text generation bundle in ONNX Runtime")
+    gen.add_argument("bundle")
+    gen.add_argument("prompt")
+    gen.add_argument("--max-new-tokens", type=int, help="default: the bundle's")
+    gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
     sub.add_parser("models", help="list architectures and the local base weights for each")
 
     data = sub.add_parser("data", help="dataset helpers").add_subparsers(dest="data_command", required=True)
@@ -163,6 +169,15 @@ def _predict(args) -> int:
     return 0
 
 
+def _generate(args) -> int:
+    from edgetune.export.text_runtime import TextGenerator
+
+    for _, piece in TextGenerator(args.bundle, device=args.device).stream(args.prompt, args.max_new_tokens):
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
 def _models(args) -> int:
     from edgetune.trainers.catalog import list_base_models
 
@@ -185,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from edgetune.server.cli import run_remote, run_serve
 
-    handlers = {"train": _train, "export": _export, "predict": _predict, "models": _models, "demo": _demo,
+    handlers = {"train": _train, "export": _export, "predict": _predict, "generate": _generate, "models": _models,
+                "demo": _demo,
                 "data": lambda a: _digits(a), "serve": run_serve, "remote": run_remote}
     try:
         return handlers[args.command](args)

@@ -35,26 +35,28 @@ def _median_ms(fn: Callable[[], object], iters: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def measure_latency(model: nn.Module, session: ort.InferenceSession, x: np.ndarray,
+def measure_latency(model: nn.Module, session: ort.InferenceSession, x: np.ndarray | dict[str, np.ndarray],
                     iters: int = 30, warmup: int = 5) -> LatencyResult:
     """Median latency of eager ``model`` and ``session`` on batch ``x`` (CPU, fp32).
 
-    The two are interleaved in rounds so machine noise hits both alike.
+    ``x`` is the one input array, or a feed of named inputs (passed to ``model`` positionally in
+    the session's input order). The two are interleaved in rounds so machine noise hits both alike.
     """
     model = model.eval()
-    xt = torch.from_numpy(x)
-    name = session.get_inputs()[0].name
+    names = [i.name for i in session.get_inputs()]
+    feed = x if isinstance(x, dict) else {names[0]: x}
+    tensors = [torch.from_numpy(feed[n]) for n in names]
 
     def eager():
         with torch.inference_mode():
-            model(xt)
+            model(*tensors)
 
     def onnx():
-        session.run(None, {name: x})
+        session.run(None, feed)
 
     eager_ms, ort_ms = [], []
     rounds = 3
     for _ in range(rounds):
         eager_ms.append(_median_ms(eager, max(iters // rounds, 1), warmup))
         ort_ms.append(_median_ms(onnx, max(iters // rounds, 1), warmup))
-    return LatencyResult(len(x), statistics.median(eager_ms), statistics.median(ort_ms))
+    return LatencyResult(len(tensors[0]), statistics.median(eager_ms), statistics.median(ort_ms))

@@ -100,6 +100,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "edgetune_version": edgetune.__version__, **fields, "opset": spec.opset,
             "source_run": {"dir": str(run_dir.resolve()), "arch": meta["arch"], "method": meta.get("method"),
+                           "task": task,
                            "base_weights": meta.get("weights"), "epoch": meta.get("epoch"),
                            "val_metrics": meta.get("metrics")},
         }
@@ -152,7 +153,14 @@ def _text_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str):
     return text_classifier_contents(run_dir, folder, spec, device)
 
 
-BUILDERS = {"image_classification": _image_contents, "text_classification": _text_contents}
+def _generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str):
+    from .generation_bundle import text_generator_contents
+
+    return text_generator_contents(run_dir, folder, spec, device)
+
+
+BUILDERS = {"image_classification": _image_contents, "text_classification": _text_contents,
+            "text_generation": _generator_contents}
 
 
 def _check_out_dir(run_dir: Path, out_dir: Path, force: bool) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgetune.errors import InvalidArgument, ParityError
+from edgetune.trainers.generation import greedy_with_logits
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -278,44 +279,6 @@ class OrtGenerator:
         return list(self.stream(prompt_ids, max_new_tokens, eos_token_id, use_cache))
 
 
-def _greedy_with_logits(model: torch.nn.Module, prompt_ids: list[int], max_new_tokens: int,
-                        eos_token_id: int | None) -> tuple[list[int], list[np.ndarray]]:
-    """Greedy decoding in PyTorch, and the logits (``[vocab]``) of each step.
-
-    A plain model decodes with its own HF cache. A peft prompt-learning model re-runs its forward
-    (which prepends the virtual tokens) on the whole sequence each step: peft 0.21's ``generate``
-    looks for ``past_key_values`` where transformers 5 passes ``cache`` and so re-injects the
-    virtual tokens at every decode step. ``generate()`` is avoided for plain models too because it
-    replaces ``eos_token_id=None`` by the config's eos token.
-    """
-    import torch
-
-    full_sequence = getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
-    tokens, logits, cache = [], [], None
-    sequence = torch.tensor([prompt_ids], dtype=torch.long)
-    with torch.inference_mode():
-        for _ in range(max_new_tokens):
-            if cache is None or full_sequence:
-                out = model(input_ids=sequence, attention_mask=torch.ones_like(sequence), use_cache=not full_sequence)
-            else:
-                out = model(input_ids=sequence[:, -1:], attention_mask=torch.ones_like(sequence), cache=cache,
-                            use_cache=True)
-            cache = out.cache
-            row = out.logits[0, -1].float()
-            tokens.append(int(row.argmax()))
-            logits.append(row.numpy().copy())
-            if tokens[-1] == eos_token_id:
-                break
-            sequence = torch.cat([sequence, torch.tensor([[tokens[-1]]])], dim=1)
-    return tokens, logits
-
-
-def torch_greedy(model: torch.nn.Module, prompt_ids: list[int], max_new_tokens: int,
-                 eos_token_id: int | None = None) -> list[int]:
-    """Reference greedy decoding in PyTorch (a ``PreTrainedModel`` or a peft ``PeftModel``); new tokens only."""
-    return _greedy_with_logits(model.eval(), prompt_ids, max_new_tokens, eos_token_id)[0]
-
-
 def prompt_prefix_past(peft_model: torch.nn.Module) -> list[np.ndarray]:
     """KV of a peft prompt-tuning model's virtual tokens, as an ``OrtGenerator`` initial past.
 
@@ -393,7 +356,7 @@ def check_generation_parity(reference_model: torch.nn.Module, session: ort.Infer
     generator = OrtGenerator(session, io, initial_past)
     report = GenerationParityReport(atol, session.get_providers(), prompts=len(prompts))
     for n, prompt in enumerate(prompts):
-        ref_tokens, ref_logits = _greedy_with_logits(reference_model, prompt, max_new_tokens, eos_token_id)
+        ref_tokens, ref_logits = greedy_with_logits(reference_model, prompt, max_new_tokens, eos_token_id)
         got = list(generator.stream_logits(prompt, max_new_tokens, eos_token_id))
         if len(got) != len(ref_tokens):
             report.mismatches.append(f"prompt {n}: {len(got)} tokens, PyTorch gives {len(ref_tokens)}")

@@ -41,4 +41,8 @@ EXPORT_SPECS: dict[str, ExportSpec] = {
     "text_classification": ExportSpec(
         task="text_classification", inputs={"input_ids": _TOKENS, "attention_mask": _TOKENS},
         outputs=("logits",)),
+    # Decoders: the KV-cache inputs and outputs per layer are described by ``decoder.DecoderIO``.
+    "text_generation": ExportSpec(
+        task="text_generation", inputs={"input_ids": _TOKENS, "attention_mask": {0: "batch", 1: "total_sequence"},
+                                        "position_ids": _TOKENS}, outputs=("logits",)),
 }

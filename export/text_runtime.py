@@ -90,3 +90,70 @@ class TextBundlePredictor:
                 idx = np.argsort(-row)[:top_k]
                 out.append(TextPrediction(text, [(self.labels[j], float(row[j])) for j in idx]))
         return out
+
+
+class TextGenerator:
+    """Loads a valid text generation bundle (hashes verified) and streams greedy completions.
+
+    The prompt is wrapped as the manifest's ``prompt_format`` says, tokenized with the bundle's
+    tokenizer, and decoded incrementally with the KV cache in ONNX Runtime.
+    """
+
+    def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
+                 spinning: bool = True):
+        from tokenizers import Tokenizer
+
+        from .bundle import verify_bundle
+        from .decoder import DecoderIO, OrtGenerator
+
+        self.dir = Path(bundle_dir)
+        self.manifest = verify_bundle(self.dir)
+        if self.manifest.get("task") != "text_generation":
+            raise InvalidArgument("bundle", f"{bundle_dir} is a {self.manifest.get('task')} bundle, "
+                                            "not text generation")
+        gen = self.manifest["generation"]
+        self.eos_token_id = gen["eos_token_id"]
+        self.max_new_tokens = int(gen["max_new_tokens"])
+        self.tokenizer = Tokenizer.from_file(str(self.dir / self.manifest["tokenization"]["file"]))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        past = None
+        if gen.get("prompt_past"):
+            from safetensors.numpy import load_file
+
+            arrays = load_file(str(self.dir / gen["prompt_past"]))
+            past = [arrays[f"past.{i}"] for i in range(len(arrays))]
+        session = create_session(self.dir / "model.onnx", device, threads, spinning)
+        self.generator = OrtGenerator(session, DecoderIO.from_dict(gen["decoder_io"]), past)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        from edgetune.trainers.generation import format_prompt
+
+        fmt = self.manifest["prompt_format"]
+        ids = self.tokenizer.encode(format_prompt(fmt, prompt), add_special_tokens=False).ids
+        bos = self.tokenizer.token_to_id(self.manifest["tokenization"]["special_tokens"].get("bos_token", ""))
+        return ([bos] if bos is not None and fmt["kind"] == "template" else []) + ids
+
+    def stream(self, prompt: str, max_new_tokens: int | None = None):
+        """Yield (token id, text piece) pairs; the pieces concatenate to the decoded completion
+        (less a trailing incomplete UTF-8 character, which is held back until it completes)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidArgument("prompt", "must be a non-empty string")
+        limit = self.max_new_tokens if not max_new_tokens else max_new_tokens
+        if not 1 <= limit <= 4096:
+            raise InvalidArgument("max_new_tokens", f"must be in [1, 4096], got {limit}")
+        tokens, text = [], ""
+        for token in self.generator.stream(self.prompt_ids(prompt), limit, self.eos_token_id):
+            if token == self.eos_token_id:
+                return
+            tokens.append(token)
+            # Decode the whole completion each step: a BPE piece may be half of a UTF-8 character.
+            full = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            if full.endswith("\ufffd"):
+                yield token, ""
+                continue
+            yield token, full[len(text):]
+            text = full
+
+    def generate(self, prompt: str, max_new_tokens: int | None = None) -> str:
+        return "".join(piece for _, piece in self.stream(prompt, max_new_tokens))

@@ -33,7 +33,8 @@ def add_parsers(sub) -> None:
     remote = sub.add_parser("remote", help="drive a server over gRPC").add_subparsers(dest="remote", required=True)
     for name, help_ in [("models", "list base models"), ("upload", "upload a dataset"), ("submit", "create a job"),
                         ("watch", "stream a job's events"), ("jobs", "list jobs"), ("cancel", "cancel a job"),
-                        ("export", "export a job"), ("download", "download a bundle"), ("predict", "classify")]:
+                        ("export", "export a job"), ("download", "download a bundle"), ("predict", "classify"),
+                        ("generate", "stream a completion")]:
         p = remote.add_parser(name, help=help_)
         p.add_argument("--server", default=_env("EDGETUNE_SERVER", "127.0.0.1:50051"))
         if name == "upload":
@@ -58,6 +59,10 @@ def add_parsers(sub) -> None:
         elif name == "download":
             p.add_argument("export_id")
             p.add_argument("--out", default=".")
+        elif name == "generate":
+            p.add_argument("export_id")
+            p.add_argument("prompt")
+            p.add_argument("--max-new-tokens", type=int, default=0, help="default: the export's")
         elif name == "predict":
             p.add_argument("export_id")
             p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or texts with --text")
@@ -153,6 +158,10 @@ def run_remote(args) -> int:
             return 0 if exp.valid else 3
         elif cmd == "download":
             print(client.download(args.export_id, args.out))
+        elif cmd == "generate":
+            for piece in client.generate(args.export_id, args.prompt, args.max_new_tokens):
+                print(piece.text, end="", flush=True)
+            print()
         elif cmd == "predict":
             if args.text:
                 results = client.predict(args.export_id, top_k=args.top_k, texts=args.inputs)

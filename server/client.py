@@ -151,5 +151,11 @@ class EdgetuneClient:
         req = inference_pb2.PredictRequest(export_id=export_id, images=list(images), texts=list(texts), top_k=top_k)
         return self.inference.Predict(req, timeout=timeout).results
 
+    def generate(self, export_id: str, prompt: str, max_new_tokens: int = 0, timeout: float = 120
+                 ) -> Iterator[inference_pb2.GenerateResponse]:
+        """Stream a greedy completion, one message per new token."""
+        req = inference_pb2.GenerateRequest(export_id=export_id, prompt=prompt, max_new_tokens=max_new_tokens)
+        return self.inference.Generate(req, timeout=timeout)
+
     def list_base_models(self):
         return self.models.ListBaseModels(models_pb2.ListBaseModelsRequest(), timeout=5).models

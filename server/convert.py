@@ -65,8 +65,8 @@ def job(row) -> jobs_pb2.Job:
 
 def epoch_metrics(m: dict) -> jobs_pb2.EpochMetrics:
     return jobs_pb2.EpochMetrics(epoch=m["epoch"], train_loss=m["train_loss"], val_loss=m["val_loss"],
-                                 val_accuracy=m["val_accuracy"], val_macro_f1=m["val_macro_f1"],
-                                 seconds=m.get("seconds", 0.0))
+                                 val_accuracy=m["val_accuracy"], val_macro_f1=m.get("val_macro_f1", 0.0),
+                                 seconds=m.get("seconds", 0.0), val_perplexity=m.get("val_perplexity", 0.0))
 
 
 def event(e) -> jobs_pb2.JobEvent:

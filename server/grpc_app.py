@@ -176,6 +176,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             inference_pb2.Classification(top=[inference_pb2.LabelScore(label=lab, score=s) for lab, s in r])
             for r in results])
 
+    def Generate(self, request, context):
+        pieces = self.s.generate(request.export_id, request.prompt, request.max_new_tokens)
+        for index, (token, text) in enumerate(pieces):
+            yield inference_pb2.GenerateResponse(index=index, token_id=token, text=text)
+
 
 class RunningServer:
     """A started server: the grpc server, the service and its health servicer."""

@@ -23,7 +23,7 @@ from edgetune.errors import (AlreadyExists, DataError, FailedPrecondition, Inval
                              NotFound, ParityError, ResourceExhausted)
 from edgetune.export.bundle import export_bundle
 from edgetune.export.runtime import BundlePredictor, softmax
-from edgetune.export.text_runtime import TextBundlePredictor
+from edgetune.export.text_runtime import TextBundlePredictor, TextGenerator
 from edgetune.imaging import decode_rgb, normalize, resize_uint8
 from edgetune.trainers.archives import extract_archive
 from edgetune.trainers.catalog import list_base_models
@@ -338,7 +338,9 @@ class EdgetuneService:
             raise InvalidArgument(field, f"at most {MAX_PREDICT_INPUTS} per request")
         if top_k < 0:
             raise InvalidArgument("top_k", "must be >= 0")
-        predictor = self._predictor(export_id)
+        predictor = self._runtime(export_id)
+        if isinstance(predictor, TextGenerator):
+            raise FailedPrecondition("export_id", f"export {export_id} generates text; use Generate")
         is_text = isinstance(predictor, TextBundlePredictor)
         if is_text != bool(texts):
             kind = "text" if is_text else "image"
@@ -366,19 +368,29 @@ class EdgetuneService:
             raise FailedPrecondition("export_id", "export failed its parity gate; nothing to serve")
         return row
 
-    def _predictor(self, export_id: str) -> BundlePredictor | TextBundlePredictor:
+    def generate(self, export_id: str, prompt: str, max_new_tokens: int) -> Iterator[tuple[int, str]]:
+        """(token id, text piece) per new token of a greedy completion."""
+        if not 0 <= max_new_tokens <= 4096:
+            raise InvalidArgument("max_new_tokens", f"must be in [0, 4096], got {max_new_tokens}")
+        if not prompt.strip():
+            raise InvalidArgument("prompt", "must be a non-empty string")
+        generator = self._runtime(export_id)
+        if not isinstance(generator, TextGenerator):
+            raise FailedPrecondition("export_id", f"export {export_id} is a classifier; use Predict")
+        return generator.stream(prompt, max_new_tokens or None)
+
+    def _runtime(self, export_id: str) -> BundlePredictor | TextBundlePredictor | TextGenerator:
         with self._predictors_lock:
             if export_id in self._predictors:
                 self._predictors.move_to_end(export_id)
                 return self._predictors[export_id]
         row = self._valid_export(export_id)
         task = (row["manifest"] or {}).get("task")
-        if task == "text_classification":
-            predictor = TextBundlePredictor(row["path"])
-        elif task == "image_classification":
-            predictor = BundlePredictor(row["path"])
-        else:
-            raise FailedPrecondition("export_id", f"export {export_id} is a {task} model; use Generate")
+        runtimes = {"text_classification": TextBundlePredictor, "image_classification": BundlePredictor,
+                    "text_generation": TextGenerator}
+        if task not in runtimes:
+            raise FailedPrecondition("export_id", f"export {export_id} has an unknown task {task!r}")
+        predictor = runtimes[task](row["path"])
         with self._predictors_lock:
             self._predictors[export_id] = predictor
             while len(self._predictors) > self.config.predictor_cache:

@@ -68,3 +68,19 @@ def write_topic_texts(path: Path, rows: int = 240, seed: int = 0) -> Path:
 @pytest.fixture
 def topic_texts(tmp_path) -> Path:
     return write_topic_texts(tmp_path / "topics.jsonl")
+
+
+_WORDS = "red blue green cat dog sun moon tree car book".split()
+
+
+def write_reverse_pairs(path: Path, rows: int = 120, seed: int = 0) -> Path:
+    """Learnable instruction rows (JSONL): reverse three words."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(rows):
+            words = rng.sample(_WORDS, 3)
+            f.write(json.dumps({"prompt": "reverse: " + " ".join(words), "response": " ".join(reversed(words))}) + "\n")
+    return path

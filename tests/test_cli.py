@@ -105,3 +105,55 @@ def test_models_lists_the_registry(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "efficientnet_lite0.imagenet (available)" in out and "vit_base_patch16_224" in out
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("image_arch", "model.arch: unknown text architecture 'resnet18'"),
+    ("missing_column", "lacks column(s) ['text']"),
+    ("empty_row", "row 2: 'text' is empty"),
+    ("method_for_task", "argument --method"),
+    ("max_length", "data.max_length"),
+])
+def test_text_bad_input_is_one_line_and_exit_2(case, expect, tmp_path, capsys):
+    from tests.conftest import write_topic_texts
+
+    data = write_topic_texts(tmp_path / "t.jsonl")
+    out = str(tmp_path / "run")
+    base = ["train", "text", "--weights", "random", "--out", out, "--epochs", "1"]
+    if case == "missing_column":
+        (tmp_path / "c.csv").write_text("message,label\nhi,a\n")
+        data = tmp_path / "c.csv"
+    if case == "empty_row":
+        (tmp_path / "e.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "", "label": "y"}\n')
+        data = tmp_path / "e.jsonl"
+    extra = {"image_arch": ["--model", "resnet18"], "method_for_task": ["--method", "dora"],
+             "max_length": ["--max-length", "4"]}.get(case, [])
+    if case == "method_for_task":
+        with pytest.raises(SystemExit) as e:
+            main(base + ["--data", str(data)] + extra)
+        assert e.value.code == 2 and expect in capsys.readouterr().err
+        return
+    line = _one_line_error(capsys, main(base + ["--data", str(data)] + extra))
+    assert expect in line
+
+
+def test_text_train_export_predict_and_generate_through_the_cli(tmp_path, capsys):
+    from tests.conftest import write_reverse_pairs, write_topic_texts
+
+    data = write_topic_texts(tmp_path / "t.jsonl")
+    assert main(["train", "text", "--data", str(data), "--weights", "random", "--method", "full",
+                 "--epochs", "4", "--batch-size", "16",
+                 "--lr", "0.01", "--max-length", "24", "--out", str(tmp_path / "run")]) == 0
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "b"), "pizza pasta oven bread", "--top-k", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip())
+    assert out["text"] == "pizza pasta oven bread" and out["top"][0]["label"] == "food"
+
+    pairs = write_reverse_pairs(tmp_path / "r.jsonl", rows=60)
+    assert main(["train", "text", "--task", "generation", "--data", str(pairs), "--weights", "random",
+                 "--method", "lora", "--epochs", "1", "--out", str(tmp_path / "gen")]) == 0
+    assert main(["export", str(tmp_path / "gen"), "--out", str(tmp_path / "gb"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "gb"), "reverse: red cat sun", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.endswith("\n")

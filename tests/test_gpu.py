@@ -48,3 +48,35 @@ def test_cuda_provider_is_not_requested_without_torch_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert select_providers("auto") == ["CPUExecutionProvider"]
     assert "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def test_text_classifier_trains_on_cuda_and_exports_with_the_cuda_provider(tmp_path):
+    from edgetune.export.text_runtime import TextBundlePredictor
+    from edgetune.trainers.train import train
+    from tests.conftest import write_topic_texts
+
+    data = write_topic_texts(tmp_path / "t.jsonl")
+    cfg = load_config(overrides={"task": "text_classification", "data.path": str(data), "method": "lora",
+                                 "optim.epochs": 2, "data.max_length": 32, "device": "cuda"})
+    result = train(cfg, tmp_path / "run")  # all-MiniLM-L6-v2 from the catalog, bf16 autocast
+    assert result.report["device"].startswith("cuda") and result.metrics["macro_f1"] > 0.9
+    bundle = export_bundle(result.run_dir, tmp_path / "bundle", device="cuda")
+    assert "CUDAExecutionProvider" in bundle.parity["providers"] and bundle.parity["passed"]
+    predictor = TextBundlePredictor(bundle.dir, device="cuda")
+    assert predictor.session.get_providers()[0] == "CUDAExecutionProvider"
+    assert predictor.predict_texts(["pizza pasta oven"], top_k=1)[0].top[0][0] == "food"
+
+
+def test_generation_trains_on_cuda_and_generates_with_the_cuda_provider(tmp_path):
+    from edgetune.export.text_runtime import TextGenerator
+    from edgetune.trainers.train import train
+    from tests.conftest import write_reverse_pairs
+
+    data = write_reverse_pairs(tmp_path / "r.jsonl", rows=80)
+    cfg = load_config(overrides={"task": "text_generation", "data.path": str(data), "model.weights": "random",
+                                 "method": "lora", "optim.epochs": 2, "optim.lr": 1e-2, "device": "cuda"})
+    result = train(cfg, tmp_path / "run")
+    assert result.report["device"].startswith("cuda")
+    bundle = export_bundle(result.run_dir, tmp_path / "bundle", device="cuda")
+    assert "CUDAExecutionProvider" in bundle.parity["providers"] and bundle.parity["passed"]
+    assert TextGenerator(bundle.dir, device="cuda").generate("reverse: red cat sun", 4) is not None

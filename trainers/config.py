@@ -180,6 +180,8 @@ class TrainConfig:
         else:
             self.model.arch = self.model.arch or DEFAULT_TEXT_ARCH[self.task]
             get_text_arch(self.model.arch, self.task)
+            _require(not self.model.init_from, "model.init_from",
+                     "re-tuning an earlier run is supported for image classification only")
         if self.optim.metric is None:
             self.optim.metric = "val_loss" if self.task == GENERATION else "val_macro_f1"
         _require(self.task != GENERATION or self.optim.metric == "val_loss", "optim.metric",

@@ -32,7 +32,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     a.plot(epochs, [h["val_loss"] for h in history], "o-", label="val loss")
     a.set_xlabel("epoch"), a.legend(), a.set_title("loss")
     b.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="val accuracy")
-    b.plot(epochs, [h["val_macro_f1"] for h in history], "o-", label="val macro-F1")
+    if "val_macro_f1" in history[0]:
+        b.plot(epochs, [h["val_macro_f1"] for h in history], "o-", label="val macro-F1")
     b.set_xlabel("epoch"), b.set_ylim(0, 1.02), b.legend(), b.set_title("validation")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -63,8 +64,25 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def _generation_summary(report: dict) -> str:
+    b, a = report["before"] or {}, report["final"]
+    lines = [f"run: {report['run_dir']}",
+             f"model: {report['arch']} via {report['method']}, weights: {report['weights']['source']}",
+             f"trainable parameters: {report['trainable_params']:,} of {report['total_params']:,}",
+             f"{'val set':<22}{'base':>10}{'tuned':>10}"]
+    for key, name, f in (("val_loss", "loss", ".4f"), ("val_perplexity", "perplexity", ".2f"),
+                         ("val_accuracy", "next-token accuracy", ".4f"), ("exact_match", "exact match", ".4f"),
+                         ("chrf", "chrF", ".2f")):
+        lines.append(f"{name:<22}{format(b.get(key, float('nan')), f):>10}{format(a[key], f):>10}")
+    lines.append(f"best epoch {report['best_epoch']} of {len(report['history'])}; curves: "
+                 f"{Path(report['run_dir']) / 'curves.png'}")
+    return "\n".join(lines)
+
+
 def format_summary(report: dict) -> str:
     """A short human summary of a finished run."""
+    if report.get("task") == "text_generation":
+        return _generation_summary(report)
     f = report["final"]
     lines = [f"run: {report['run_dir']}",
              f"model: {report['arch']} via {report['method']}, weights: {report['weights']['source']}",

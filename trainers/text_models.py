@@ -233,6 +233,11 @@ def create_text_model(task: str, arch: str, source: TextWeights, num_labels: int
         model = auto.from_config(config)
         return model, tokenizer, {"source": source.describe(), "loaded_tensors": 0, "new_tensors": "all"}
     tokenizer = load_tokenizer(source.path)
+    from transformers.utils import logging as hf_logging
+
+    # Our report lists the new (head) tensors; transformers' own load table and bar are noise here.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         model, info = auto.from_pretrained(source.path, local_files_only=True, trust_remote_code=False,
                                            use_safetensors=True, dtype=torch.float32, output_loading_info=True,

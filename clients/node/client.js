@@ -47,14 +47,18 @@ export class EdgetuneClient {
     this.channel.close();
   }
 
-  /** Upload a .zip of an ImageFolder; resolves to the Dataset with its validation report. */
-  async uploadDataset(zipPath, name = path.basename(zipPath)) {
-    const data = await readFile(zipPath);
+  /**
+   * Upload a dataset: a .zip / .tar.gz of an ImageFolder, or a .jsonl / .csv / .tsv of text rows
+   * (text,label or prompt,response). Resolves to the Dataset with its validation report.
+   */
+  async uploadDataset(filePath, name = path.basename(filePath)) {
+    const data = await readFile(filePath);
     const sha256 = createHash('sha256').update(data).digest('hex');
+    const format = formatOf(filePath);
     const deadline = new Date(Date.now() + 600_000);
     return new Promise((resolve, reject) => {
       const stream = this.datasets.uploadDataset({ deadline }, (err, res) => (err ? reject(err) : resolve(res)));
-      stream.write({ header: { name, format: 'DATASET_FORMAT_ZIP', totalSize: data.length, sha256 } });
+      stream.write({ header: { name, format, totalSize: data.length, sha256 } });
       for (let i = 0; i < data.length; i += CHUNK) stream.write({ chunk: data.subarray(i, i + CHUNK) });
       stream.end();
     });
@@ -64,11 +68,14 @@ export class EdgetuneClient {
     return call(this.models, 'listBaseModels', {}, 5).then((r) => r.models);
   }
 
-  /** Queue a job. `hyperparameters` uses the proto's camelCase names (epochs, imageSize, ...). */
-  createJob({ datasetId, baseModel, method = 'METHOD_FULL', weights = 'catalog', hyperparameters = {},
-    idempotencyKey = '' }) {
+  /**
+   * Queue a job. `hyperparameters` uses the proto's camelCase names (epochs, imageSize, maxLength, ...);
+   * `task` is TASK_IMAGE_CLASSIFICATION, TASK_TEXT_CLASSIFICATION or TASK_TEXT_GENERATION.
+   */
+  createJob({ datasetId, baseModel = '', task = 'TASK_IMAGE_CLASSIFICATION', method = 'METHOD_FULL',
+    weights = 'catalog', hyperparameters = {}, idempotencyKey = '' }) {
     return call(this.jobs, 'createJob', {
-      task: 'TASK_IMAGE_CLASSIFICATION', baseModel, weights, method, hyperparameters, datasetId, idempotencyKey,
+      task, baseModel, weights, method, hyperparameters, datasetId, idempotencyKey,
     }, 10);
   }
 
@@ -116,4 +123,26 @@ export class EdgetuneClient {
   predict(exportId, images, topK = 5) {
     return call(this.inference, 'predict', { exportId, images, topK }, 30).then((r) => r.results);
   }
+
+  /** Classify texts with a text classification export; one { top: [{label, score}] } per text. */
+  classifyText(exportId, texts, topK = 5) {
+    return call(this.inference, 'predict', { exportId, texts, topK }, 30).then((r) => r.results);
+  }
+
+  /** Async iterator over a completion from a text generation export: { index, tokenId, text } per token. */
+  async* generate(exportId, prompt, maxNewTokens = 0, deadlineS = 120) {
+    const deadline = new Date(Date.now() + deadlineS * 1000);
+    yield* this.inference.generate({ exportId, prompt, maxNewTokens }, { deadline });
+  }
+}
+
+const FORMATS = {
+  '.zip': 'DATASET_FORMAT_ZIP', '.gz': 'DATASET_FORMAT_TAR_GZ', '.jsonl': 'DATASET_FORMAT_JSONL',
+  '.csv': 'DATASET_FORMAT_CSV', '.tsv': 'DATASET_FORMAT_TSV',
+};
+
+function formatOf(filePath) {
+  const format = FORMATS[path.extname(filePath).toLowerCase()];
+  if (!format) throw new Error(`${filePath}: expected .zip, .tar.gz, .jsonl, .csv or .tsv`);
+  return format;
 }

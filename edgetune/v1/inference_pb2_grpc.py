@@ -40,6 +40,11 @@ class InferenceStub:
                 request_serializer=edgetune_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
                 response_deserializer=edgetune_dot_v1_dot_inference__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.Generate = channel.unary_stream(
+                '/edgetune.v1.Inference/Generate',
+                request_serializer=edgetune_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=edgetune_dot_v1_dot_inference__pb2.GenerateResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -56,6 +61,18 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Generate(self, request, context):
+        """Stream a completion from a text generation export: the prompt is wrapped in the export's
+        prompt format, then decoded greedily with the KV cache in ONNX Runtime, one message per new
+        token; the stream ends at the end-of-sequence token or after max_new_tokens.
+        Deadline: 2 s + 100 ms per token. Errors: NOT_FOUND (export_id); FAILED_PRECONDITION (export
+        not valid, or not a text generation export); INVALID_ARGUMENT (prompt empty, max_new_tokens
+        outside 0-4096).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +80,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=edgetune_dot_v1_dot_inference__pb2.PredictRequest.FromString,
                     response_serializer=edgetune_dot_v1_dot_inference__pb2.PredictResponse.SerializeToString,
+            ),
+            'Generate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Generate,
+                    request_deserializer=edgetune_dot_v1_dot_inference__pb2.GenerateRequest.FromString,
+                    response_serializer=edgetune_dot_v1_dot_inference__pb2.GenerateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +115,33 @@ class Inference:
             '/edgetune.v1.Inference/Predict',
             edgetune_dot_v1_dot_inference__pb2.PredictRequest.SerializeToString,
             edgetune_dot_v1_dot_inference__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Generate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgetune.v1.Inference/Generate',
+            edgetune_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
+            edgetune_dot_v1_dot_inference__pb2.GenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,

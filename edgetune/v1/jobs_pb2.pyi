@@ -96,20 +96,22 @@ class CreateJobRequest(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, str]] = ..., base_model: _Optional[str] = ..., weights: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., dataset_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class EpochMetrics(_message.Message):
-    __slots__ = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
+    __slots__ = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds", "val_perplexity")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
     VAL_LOSS_FIELD_NUMBER: _ClassVar[int]
     VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     VAL_MACRO_F1_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VAL_PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     train_loss: float
     val_loss: float
     val_accuracy: float
     val_macro_f1: float
     seconds: float
-    def __init__(self, epoch: _Optional[int] = ..., train_loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., val_macro_f1: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
+    val_perplexity: float
+    def __init__(self, epoch: _Optional[int] = ..., train_loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., val_macro_f1: _Optional[float] = ..., seconds: _Optional[float] = ..., val_perplexity: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "state", "task", "base_model", "weights", "method", "hyperparameters", "dataset_id", "idempotency_key", "create_time", "start_time", "end_time", "error", "epoch", "epochs", "best", "attempts")

@@ -15,9 +15,9 @@ from edgetune.export.decoder import (
     check_generation_parity,
     export_decoder,
     prompt_prefix_past,
-    torch_greedy,
 )
 from edgetune.export.onnx_export import read_metadata
+from edgetune.trainers.generation import torch_greedy
 from edgetune.export.runtime import create_session
 
 VOCAB = 200

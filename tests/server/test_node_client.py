@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_pattern_folder
+from tests.conftest import write_pattern_folder, write_topic_texts
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
 
@@ -40,3 +40,16 @@ def test_node_client_sees_status_codes(server, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["code"] == 5 and out["details"].startswith("job_id:")  # 5 = NOT_FOUND
+
+
+def test_node_client_classifies_text(server, tmp_path):
+    rows = write_topic_texts(tmp_path / "topics.jsonl")
+    proc = subprocess.run(["node", "e2e_text.js", server.target, str(rows)], cwd=NODE_DIR,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["task"] == "TASK_TEXT_CLASSIFICATION" and out["rows"] == 240
+    assert out["state"] == "JOB_STATE_SUCCEEDED" and out["exportTask"] == "TASK_TEXT_CLASSIFICATION"
+    assert out["maxLength"] == 32 and "peft unmerged vs onnxruntime" in out["compared"]
+    assert len(out["results"]) == 2 and all(len(r["top"]) == 2 for r in out["results"])
+    assert {t["label"] for r in out["results"] for t in r["top"]} <= {"food", "sport", "tech"}

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from edgetune.v1 import jobs_pb2
-from tests.conftest import write_pattern_folder, write_topic_texts
+from tests.conftest import write_pattern_folder, write_reverse_pairs, write_topic_texts
 
 TINY_TEXT = dict(task="text_classification", base_model="bert", weights="random", method="lora", epochs=2,
                  max_length=32, batch_size=16, learning_rate=1e-2)
@@ -75,3 +75,35 @@ def test_text_errors_name_the_field_and_lose_nothing(server, tmp_path):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith("method")
     assert client.list_jobs() == []  # nothing was queued, and the server still serves
     assert {m.arch for m in client.list_base_models()} >= {"bert", "efficientnet_lite0"}
+
+
+def test_generation_flow_streams_tokens(server, tmp_path):
+    from edgetune.export.text_runtime import TextGenerator
+
+    client = server.client()
+    ds = client.upload_dataset(write_reverse_pairs(tmp_path / "rev.jsonl", rows=60))
+    assert jobs_pb2.Task.Name(ds.report.task) == "TASK_TEXT_GENERATION" and ds.report.rows == 60
+    job = client.create_job(ds.id, task="text_generation", base_model="llama", weights="random", method="lora",
+                            epochs=1, max_length=48, learning_rate=1e-2)
+    list(client.watch(job.id))
+    done = client.get_job(job.id)
+    assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.error
+    assert done.best.val_perplexity > 1.0
+    exp = client.export(job.id)
+    assert exp.valid and jobs_pb2.Task.Name(exp.task) == "TASK_TEXT_GENERATION"
+
+    pieces = list(client.generate(exp.id, "reverse: red cat sun", max_new_tokens=5))
+    assert 1 <= len(pieces) <= 5 and [p.index for p in pieces] == list(range(len(pieces)))
+    local = TextGenerator(client.download(exp.id, tmp_path / "dl"), device="cpu")
+    assert [p.token_id for p in pieces] == [t for t, _ in local.stream("reverse: red cat sun", 5)]
+    assert "".join(p.text for p in pieces) == local.generate("reverse: red cat sun", 5)
+
+    with pytest.raises(grpc.RpcError) as e:
+        client.predict(exp.id, texts=["reverse: a b c"])
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "Generate" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        list(client.generate(exp.id, "  "))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith("prompt")
+    with pytest.raises(grpc.RpcError) as e:
+        list(client.generate(exp.id, "hi", max_new_tokens=5000))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith("max_new_tokens")

@@ -84,3 +84,35 @@ def test_config_rejects_methods_and_archs_a_task_lacks(topic_texts):
     assert e.value.subject == "method"
     cfg = _cfg(topic_texts, method="lora")
     assert cfg.optim.lr == 1e-3 and cfg.optim.label_smoothing == 0.0 and cfg.optim.metric == "val_macro_f1"
+
+
+def test_local_hf_directory_and_operator_catalog_entry_load_as_base_weights(topic_texts, tmp_path, monkeypatch):
+    from transformers import AutoModel
+
+    from edgetune.errors import WeightsError
+    from edgetune.trainers.text_models import TEXT_ARCHITECTURES, train_tokenizer
+
+    tok = train_tokenizer("bert", [json.loads(line)["text"] for line in topic_texts.read_text().splitlines()])
+    from transformers import AutoConfig
+    config = AutoConfig.for_model("bert", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                  **TEXT_ARCHITECTURES["bert"].tiny)
+    torch.manual_seed(1)
+    base = AutoModel.from_config(config)
+    base.save_pretrained(tmp_path / "mybert")
+    tok.save_pretrained(tmp_path / "mybert")
+    result = train_text(_cfg(topic_texts, method="lora", **{"model.weights": str(tmp_path / "mybert"),
+                                                              "optim.epochs": 1}), tmp_path / "r1")
+    weights = result.report["weights"]
+    assert weights["source"].startswith("dir ") and weights["loaded_tensors"] > 20 and weights["sha256"]
+    assert all(k.startswith("classifier") for k in weights["new_tensors"])
+    # The unmerged check rebuilds the base from the recorded directory and verifies its hash.
+    assert load_unmerged(tmp_path / "r1") is not None
+
+    (tmp_path / "catalog.yaml").write_text(f"models:\n  my-bert:\n    arch: bert\n    path: {tmp_path / 'mybert'}\n")
+    monkeypatch.setenv("EDGETUNE_CATALOG", str(tmp_path / "catalog.yaml"))
+    result = train_text(_cfg(topic_texts, method="full", **{"model.weights": "my-bert", "optim.epochs": 1}),
+                        tmp_path / "r2")
+    assert result.report["weights"]["source"].startswith("catalog my-bert")
+    (tmp_path / "mybert" / "model.safetensors").unlink()
+    with pytest.raises(WeightsError, match="no model.safetensors"):
+        train_text(_cfg(topic_texts, **{"model.weights": str(tmp_path / "mybert")}), tmp_path / "r3")

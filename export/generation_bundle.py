@@ -1,0 +1,78 @@
+"""Text generation bundles: a causal LM exported with a KV cache, its tokenizer and prompt format,
+gated on greedy parity.
+
+On the run's held-out val prompts (wrapped and tokenized exactly as a device will), greedy
+generation in ONNX Runtime must equal PyTorch token for token with logits within the spec's
+max abs diff, against the merged model and, for peft methods, the unmerged peft model too.
+Prompt tuning cannot be merged: the bundle carries the virtual tokens' keys and values
+(``prompt_past.safetensors``) that every sequence starts from.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import edgetune
+from edgetune.errors import ParityError
+from edgetune.trainers.checkpoint import save_numpy
+from edgetune.trainers.generation import prompt_ids
+from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
+
+from .decoder import check_generation_parity, export_decoder, prompt_prefix_past
+from .parity import ParityCase, ParityReport, raise_unless_passed
+from .runtime import create_session
+from .specs import ExportSpec
+from .text_runtime import tokenization_of
+
+PARITY_PROMPTS = 8
+PROMPT_PAST = "prompt_past.safetensors"
+
+
+def text_generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
+                            ) -> tuple[dict, Callable[[], ParityReport]]:
+    """Write model.onnx, tokenizer/ (and prompt_past for prompt tuning); return manifest fields and the gate."""
+    run = load_text_run(run_dir)
+    unmerged = load_unmerged(run_dir)
+    shutil.copytree(Path(run_dir) / "tokenizer", folder / "tokenizer")
+    fmt = run.meta["prompt_format"]
+    tokenization = tokenization_of(run.tokenizer, int(run.meta["max_length"]))
+    metadata = {"edgetune.task": spec.task, "edgetune.tokenization": tokenization, "edgetune.prompt_format": fmt,
+                "edgetune.source_run": str(Path(run_dir).resolve()), "edgetune.version": edgetune.__version__}
+    io = export_decoder(run.model, folder / "model.onnx", spec.opset, metadata)
+    initial_past = None
+    if run.meta["method"] == "prompt_tuning":
+        initial_past = prompt_prefix_past(unmerged)
+        save_numpy(folder / PROMPT_PAST, {f"past.{i}": a for i, a in enumerate(initial_past)})
+    session = create_session(folder / "model.onnx", device)
+    eos = run.tokenizer.eos_token_id
+    max_new = int(run.meta.get("max_new_tokens", 32))
+    fields = {
+        "tokenization": tokenization, "prompt_format": fmt,
+        "generation": {"eos_token_id": eos, "max_new_tokens": max_new, "decoder_io": io.to_dict(),
+                       "prompt_past": PROMPT_PAST if initial_past is not None else None},
+        "inputs": [{"name": n, "dtype": "int64" if n in (io.input_ids, io.attention_mask, io.position_ids)
+                    else io.dtype} for n in io.input_names],
+        "outputs": [{"name": n, "dtype": io.dtype} for n in io.output_names],
+    }
+    prompts = [prompt_ids(run.tokenizer, fmt, r["prompt"]) for r in parity_texts(run_dir)[:PARITY_PROMPTS]]
+
+    def check() -> ParityReport:
+        references = []
+        if initial_past is None:  # prompt tuning's only faithful reference is the peft model itself
+            references.append(("merged pytorch vs onnxruntime", run.model))
+        if unmerged is not None:
+            references.append(("peft unmerged vs onnxruntime", unmerged))
+        report = ParityReport(spec.atol, session.get_providers())
+        for compared, model in references:
+            try:
+                gen = check_generation_parity(model, session, io, prompts, max_new, eos, spec.atol, initial_past)
+            except ParityError as e:
+                gen = e.report
+            report.cases.append(ParityCase(
+                f"greedy generation, {len(prompts)} val prompts, up to {max_new} new tokens (+ padded prefill)",
+                1, gen.tokens_compared, gen.max_abs_diff, 0.0, gen.token_agreement, compared))
+        return raise_unless_passed(report)
+
+    return fields, check

@@ -1,0 +1,77 @@
+"""Text generation bundles: KV-cache export gated on greedy parity against the merged and the
+unmerged peft model; device-side streaming equals PyTorch."""
+
+import json
+import shutil
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from edgetune.errors import InvalidArgument, ParityError
+from edgetune.export.bundle import export_bundle, verify_bundle
+from edgetune.export.text_runtime import TextGenerator
+from edgetune.trainers.config import load_config
+from edgetune.trainers.generation import prompt_ids, torch_greedy
+from edgetune.trainers.text_run import load_text_run, load_unmerged
+from edgetune.trainers.train import train
+from tests.conftest import write_reverse_pairs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen_runs")
+    data = write_reverse_pairs(root / "rev.jsonl", rows=80)
+    out = {}
+    for method in ("lora", "prompt_tuning"):
+        cfg = load_config(overrides={"task": "text_generation", "data.path": str(data), "model.arch": "llama",
+                                     "model.weights": "random", "method": method, "optim.epochs": 2,
+                                     "optim.lr": 1e-2, "optim.batch_size": 16, "data.max_length": 48})
+        out[method] = train(cfg, root / method).run_dir
+    return out
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_bundle_generates_like_pytorch(runs, tmp_path, method):
+    result = export_bundle(runs[method], tmp_path / "bundle", device="cpu")
+    manifest = verify_bundle(result.dir)
+    assert manifest["task"] == "text_generation" and manifest["prompt_format"]["kind"] == "template"
+    gen = manifest["generation"]
+    assert gen["decoder_io"]["num_layers"] == 2 and (gen["prompt_past"] is not None) == (method == "prompt_tuning")
+    compared = [c["compared"] for c in manifest["parity"]["cases"]]
+    assert "peft unmerged vs onnxruntime" in compared
+    assert ("merged pytorch vs onnxruntime" in compared) == (method == "lora")
+    for case in manifest["parity"]["cases"]:
+        assert case["top1_agreement"] == 1.0 and case["max_abs_diff"] <= 1e-4 and case["samples"] >= 8
+
+    run = load_text_run(runs[method])
+    reference = load_unmerged(runs[method]) if method == "prompt_tuning" else run.model
+    generator = TextGenerator(result.dir, device="cpu")
+    eos = run.tokenizer.eos_token_id
+    for prompt in ("reverse: red cat sun", "reverse: book tree moon dog"):
+        ids = prompt_ids(run.tokenizer, run.meta["prompt_format"], prompt)
+        assert generator.prompt_ids(prompt) == ids
+        expected = [t for t in torch_greedy(reference, ids, 6, eos) if t != eos]
+        streamed = list(generator.stream(prompt, 6))
+        assert [t for t, _ in streamed] == expected
+        # A trailing incomplete UTF-8 character (a random model's half byte pair) is not streamed.
+        decoded = run.tokenizer.decode(expected, skip_special_tokens=True)
+        assert "".join(p for _, p in streamed) == decoded.removesuffix("\ufffd")
+    with pytest.raises(InvalidArgument) as e:
+        generator.generate("   ")
+    assert e.value.subject == "prompt"
+
+
+def test_a_broken_merge_fails_the_generation_export(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["lora"], run)
+    path = run / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if "lora_B" in k)
+    tensors[key] = tensors[key] + 0.5
+    save_file(tensors, str(path))
+    with pytest.raises(ParityError):
+        export_bundle(run, tmp_path / "bundle", device="cpu")
+    failed = json.loads((tmp_path / "bundle.invalid" / "manifest.json").read_text())
+    bad = {c["compared"]: c for c in failed["parity"]["cases"]}
+    assert failed["valid"] is False and bad["merged pytorch vs onnxruntime"]["top1_agreement"] == 1.0
+    assert bad["peft unmerged vs onnxruntime"]["max_abs_diff"] > 1e-4

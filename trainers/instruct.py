@@ -1,0 +1,146 @@
+"""The instruction-tuning recipe: ``train_instruct(config, out_dir) -> RunResult``.
+
+(prompt, response) rows -> validation report -> causal LM + tokenizer -> the base model's
+metrics on the val set -> method -> epochs (``fit``, loss on response tokens only) -> best
+checkpoint -> final report with the base and tuned metrics side by side: val loss, perplexity,
+next-token accuracy, and exact match and chrF of greedy outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from edgetune.errors import DataError, InvalidArgument
+from edgetune.progress import LogLine, ProgressSink, silent
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .fit import FitState, fit, restore, seed_everything
+from .generation import (encode_pairs, evaluate_loss, generation_metrics, pad_pairs, prompt_format,
+                         response_loss)
+from .image import RunResult
+from .loop import build_optimizer, build_scheduler, resolve_device, train_one_epoch
+from .methods import apply_text_method, plain_model, prompt_embeddings, trainable_parameters
+from .report import plot_curves
+from .run import PARITY_SAMPLES, RunFiles
+from .text import TokenizedRows
+from .text_data import TextFields, add_token_lengths, load_text_data
+from .text_models import GENERATION, create_text_model, load_tokenizer, resolve_text_weights
+from .text_run import load_text_run, load_unmerged
+
+EVAL_BATCH = 16
+GENERATION_SAMPLES = 32  # val prompts decoded greedily for exact match / chrF
+MAX_NEW_TOKENS = 64
+
+
+def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = silent,
+                   resume: bool = False) -> RunResult:
+    """Instruction-tune a causal LM and write the run directory (see ``run.py``)."""
+    if cfg.task != GENERATION:
+        raise InvalidArgument("task", f"train_instruct does not handle {cfg.task!r}")
+    files = RunFiles(Path(out_dir))
+    if not resume and (files.state.exists() or files.weights.exists()):
+        raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
+    generator = seed_everything(cfg.seed)
+    setup = resolve_device(cfg.device)
+    progress(LogLine(f"device: {setup.describe()}"))
+
+    fields = TextFields(cfg.data.text_field, cfg.data.label_field, cfg.data.prompt_field, cfg.data.response_field)
+    train_rows, val_rows, data_report = load_text_data(cfg.data.path, cfg.data.val_path, cfg.task,
+                                                       cfg.data.val_fraction, cfg.data.skip_corrupt, cfg.seed, fields)
+    source = resolve_text_weights(cfg.model.arch, cfg.model.weights)
+    saved_tokenizer = load_tokenizer(files.tokenizer) if resume and files.tokenizer.is_dir() else None
+    model, tokenizer, weights_info = create_text_model(cfg.task, cfg.model.arch, source, 0, cfg.seed,
+                                                       train_rows.a + train_rows.b, saved_tokenizer)
+    progress(LogLine(f"weights: {weights_info['source']}"))
+    fmt = prompt_format(tokenizer)
+    train_pairs, lengths, dropped = encode_pairs(tokenizer, fmt, train_rows.a, train_rows.b, cfg.data.max_length)
+    val_pairs, _, val_dropped = encode_pairs(tokenizer, fmt, val_rows.a, val_rows.b, cfg.data.max_length)
+    add_token_lengths(data_report, lengths, cfg.data.max_length)
+    if dropped or val_dropped:
+        data_report.warnings.append(f"{dropped + val_dropped} row(s) have no response token left within "
+                                    f"max_length {cfg.data.max_length} and are left out")
+    if not train_pairs or not val_pairs:
+        raise DataError("data.max_length", "no rows keep a response token within max_length; raise it")
+    progress(LogLine(data_report.summary()))
+
+    collate = pad_pairs(tokenizer.pad_token_id)
+    train_loader = DataLoader(TokenizedRows([p[0] for p in train_pairs], [p[1] for p in train_pairs]),
+                              batch_size=cfg.optim.batch_size, shuffle=True, generator=generator,
+                              collate_fn=collate)
+    val_loader = DataLoader(TokenizedRows([p[0] for p in val_pairs], [p[1] for p in val_pairs]),
+                            batch_size=EVAL_BATCH, collate_fn=collate)
+    n_gen = min(GENERATION_SAMPLES, len(val_rows))
+    max_new = min(MAX_NEW_TOKENS, max(len(tokenizer(r)["input_ids"]) for r in val_rows.b[:n_gen]) + 1)
+
+    def quality(m) -> dict:
+        return {**evaluate_loss(m, val_loader, setup),
+                **generation_metrics(m, tokenizer, fmt, val_rows.a[:n_gen], val_rows.b[:n_gen], max_new)}
+
+    base_state = {k: v.clone() for k, v in model.state_dict().items()} if source.kind == "random" else None
+    model.to(setup.device)
+    before = quality(model) if not resume else None  # the base model on the same val set
+    model = apply_text_method(model, cfg)
+    trainable, total = trainable_parameters(model)
+    progress(LogLine(f"method {cfg.method}: {trainable:,} of {total:,} parameters train "
+                     f"({100 * trainable / total:.2f}%)"))
+    model.to(setup.device)
+    opt = build_optimizer(model, cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, -(-len(train_loader) // cfg.optim.grad_accum))
+
+    def compute_loss(batch):
+        loss, _, n = response_loss(model, batch, setup.device)
+        return loss, n
+
+    def train_epoch(epoch: int) -> float:
+        model.train()
+        return train_one_epoch(model, train_loader, opt, sched, compute_loss, setup, cfg.optim.grad_accum,
+                               epoch, cfg.optim.epochs, progress)
+
+    if resume:
+        state = restore(files, cfg, model, opt, sched, generator, progress)
+    else:
+        state = FitState(before=before)
+        files.root.mkdir(parents=True, exist_ok=True)  # only now: a run that fails set-up leaves nothing
+        cfg.save(files.config)
+        tokenizer.save_pretrained(str(files.tokenizer))
+        if base_state is not None and cfg.method in ("lora", "ia3", "prompt_tuning"):
+            ckpt.save_weights(files.base, base_state)
+        ckpt.save_json(files.parity_texts, [{"prompt": p, "response": r, "row": n} for p, r, n in
+                                            list(zip(val_rows.a, val_rows.b, val_rows.rows))[:PARITY_SAMPLES]])
+        progress(LogLine(f"base model: val loss {before['val_loss']:.4f}, chrF {before['chrf']:.1f}"))
+
+    meta = {"task": cfg.task, "arch": cfg.model.arch, "classes": [], "max_length": cfg.data.max_length,
+            "method": cfg.method, "weights": weights_info["source"], "prompt_format": fmt,
+            "max_new_tokens": max_new,
+            "base": {"kind": source.kind, "path": source.path, "sha256": weights_info.get("sha256")}}
+
+    def save_best(epoch: int, metrics: dict) -> None:
+        plain = plain_model(model)
+        ckpt.save_weights(files.weights, plain.state_dict(), {"arch": cfg.model.arch})
+        if cfg.method == "prompt_tuning":
+            ckpt.save_weights(files.prompt, {"prompt": prompt_embeddings(model)})
+        if cfg.method in ("lora", "ia3", "prompt_tuning"):
+            model.save_pretrained(str(files.adapter))
+        ckpt.save_json(files.model_meta, {**meta, "hf_config": plain.config.to_dict(), "epoch": epoch,
+                                          "metrics": metrics})
+
+    state = fit(cfg, files, state, model, opt, sched, generator, train_epoch,
+                lambda: evaluate_loss(model, val_loader, setup), save_best, progress)
+
+    # Final report on the best checkpoint as saved (prompt tuning needs its virtual tokens: peft).
+    best = (load_unmerged(files.root) if cfg.method == "prompt_tuning" else load_text_run(files.root).model)
+    after = quality(best.to(setup.device))
+    report = {
+        "run_dir": str(files.root), "task": cfg.task, "arch": cfg.model.arch, "method": cfg.method,
+        "device": setup.describe(), "weights": weights_info, "trainable_params": trainable, "total_params": total,
+        "data": data_report.to_dict(), "history": state.history, "best_epoch": state.best_epoch,
+        "best_metric": {cfg.optim.metric: state.best_metric}, "prompt_format": fmt["kind"],
+        "before": state.before, "final": after,
+    }
+    ckpt.save_json(files.report, report)
+    plot_curves(state.history, files.root / "curves.png")
+    return RunResult(files.root, state.best_epoch, after, report)
+

@@ -84,3 +84,18 @@ def write_reverse_pairs(path: Path, rows: int = 120, seed: int = 0) -> Path:
             words = rng.sample(_WORDS, 3)
             f.write(json.dumps({"prompt": "reverse: " + " ".join(words), "response": " ".join(reversed(words))}) + "\n")
     return path
+
+
+def copy_with_broken_adapter(run_dir: Path, dest: Path) -> Path:
+    """A copy of a LoRA run whose saved adapter no longer matches its merged checkpoint."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(run_dir, dest)
+    path = dest / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if "lora_B" in k)
+    tensors[key] = tensors[key] + 0.5
+    save_file(tensors, str(path))
+    return dest

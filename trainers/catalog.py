@@ -138,17 +138,16 @@ class WeightsSource:
         return f"{self.kind} {self.name} ({self.path})"
 
 
-def resolve_weights(arch: str, weights: str) -> WeightsSource:
-    """Resolve ``model.weights``: "catalog", "random", a catalog entry name, or a file/directory."""
-    if weights == "random":
-        return WeightsSource("random", "random")
+def find_entry(arch: str, weights: str) -> tuple[CatalogEntry, Path] | None:
+    """The catalog entry ``weights`` names ("catalog": the architecture's first) and its local path;
+    None when ``weights`` is not a catalog name (then it is a path)."""
     entries = catalog()
     if weights == "catalog":
         matches = [e for e in entries.values() if e.arch == arch]
         if not matches:
             raise InvalidArgument(
                 "model.weights",
-                f"no local weights for {arch!r} in the catalog; pass a file (--weights PATH), "
+                f"no local weights for {arch!r} in the catalog; pass a file or directory (--weights PATH), "
                 f"add an entry to $EDGETUNE_CATALOG, or ask for --weights random",
             )
         entry = matches[0]
@@ -157,10 +156,21 @@ def resolve_weights(arch: str, weights: str) -> WeightsSource:
         if entry.arch != arch:
             raise InvalidArgument("model.weights", f"catalog entry {weights!r} is for {entry.arch}, not {arch}")
     else:
-        return WeightsSource("file", weights, str(_weights_file(Path(weights))))
+        return None
     p = entry.path()
     if p is None:
-        raise WeightsError(entry.name, "catalog entry's file is not installed on this machine")
+        raise WeightsError(entry.name, "catalog entry's files are not installed on this machine")
+    return entry, p
+
+
+def resolve_weights(arch: str, weights: str) -> WeightsSource:
+    """Resolve ``model.weights``: "catalog", "random", a catalog entry name, or a file/directory."""
+    if weights == "random":
+        return WeightsSource("random", "random")
+    found = find_entry(arch, weights)
+    if found is None:
+        return WeightsSource("file", weights, str(_weights_file(Path(weights))))
+    entry, p = found
     return WeightsSource("catalog", entry.name, str(p), entry.key_map, dict(entry.create_kwargs))
 
 

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,7 @@ from edgetune.progress import EpochEnd, LogLine, ProgressSink
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_from_dict
+from .loop import DeviceSetup, resolve_device, train_one_epoch
 from .run import RunFiles
 
 
@@ -43,6 +45,18 @@ def seed_everything(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
+
+
+def begin_run(cfg: TrainConfig, out_dir: str | Path, resume: bool, progress: ProgressSink
+              ) -> tuple[RunFiles, torch.Generator, DeviceSetup]:
+    """The first steps of every recipe: refuse to overwrite a run, seed, pick the device."""
+    files = RunFiles(Path(out_dir))
+    if not resume and (files.state.exists() or files.weights.exists()):
+        raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
+    generator = seed_everything(cfg.seed)
+    setup = resolve_device(cfg.device)
+    progress(LogLine(f"device: {setup.describe()}"))
+    return files, generator, setup
 
 
 def _better(metric: str, new: float, best: float | None) -> bool:
@@ -73,21 +87,25 @@ def restore(files: RunFiles, cfg: TrainConfig, model: nn.Module, opt, sched, gen
 
 
 def fit(cfg: TrainConfig, files: RunFiles, state: FitState, model: nn.Module, opt, sched,
-        generator: torch.Generator, train_epoch: Callable[[int], float], evaluate: Callable[[], dict],
-        save_best: Callable[[int, dict], None], progress: ProgressSink) -> FitState:
+        generator: torch.Generator, loader, compute_loss: Callable, setup: DeviceSetup,
+        evaluate: Callable[[], dict], save_best: Callable[[int, dict], None], progress: ProgressSink,
+        train_mode: Callable[[], None] | None = None) -> FitState:
     """Run the remaining epochs of ``cfg``.
 
     Args:
-        train_epoch: epoch number -> mean training loss (the model is put in train mode by it).
+        loader, compute_loss: the training batches and batch -> (mean loss, items) (``train_one_epoch``).
         evaluate: -> validation metrics, including ``cfg.optim.metric``.
         save_best: (epoch, metrics) -> writes the best checkpoint.
+        train_mode: puts the model in training mode (default ``model.train()``).
     """
     epochs, metric, patience = cfg.optim.epochs, cfg.optim.metric, cfg.optim.early_stopping_patience
     for epoch in range(state.epoch + 1, epochs + 1):
         if patience and state.stale >= patience:
             break
         t0 = time.monotonic()
-        train_loss = train_epoch(epoch)
+        (train_mode or model.train)()
+        train_loss = train_one_epoch(model, loader, opt, sched, compute_loss, setup, cfg.optim.grad_accum,
+                                     epoch, epochs, progress)
         train_seconds = time.monotonic() - t0
         metrics = {"train_loss": train_loss, **evaluate()}
         seconds = time.monotonic() - t0

@@ -25,9 +25,8 @@ from .architectures import create_model, default_normalization
 from .catalog import load_base_weights, resolve_weights
 from .config import TrainConfig
 from .data import ImageTensors, load_image_data
-from .fit import FitState, fit, restore, seed_everything
-from .loop import (Normalizer, build_optimizer, build_scheduler, evaluate, image_forward, resolve_device,
-                   train_one_epoch)
+from .fit import FitState, begin_run, fit, restore
+from .loop import Normalizer, build_optimizer, build_scheduler, evaluate, image_forward
 from .methods import apply_method, plain_model, set_train_mode, trainable_parameters
 from .report import final_metrics, format_summary, plot_confusion, plot_curves
 from .run import PARITY_SAMPLES, RunFiles, load_run_model, read_model_meta
@@ -56,12 +55,7 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         progress: receives step, epoch and log events.
         resume: continue from ``out_dir/state/last.pt`` after the last finished epoch.
     """
-    files = RunFiles(Path(out_dir))
-    if not resume and (files.state.exists() or files.weights.exists()):
-        raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
-    generator = seed_everything(cfg.seed)
-    setup = resolve_device(cfg.device)
-    progress(LogLine(f"device: {setup.describe()}"))
+    files, generator, setup = begin_run(cfg, out_dir, resume, progress)
 
     # Data: decode, validate and split before anything expensive.
     prior = read_model_meta(cfg.model.init_from) if cfg.model.init_from else None
@@ -111,11 +105,6 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         logits, labels = forward(batch)
         return train_loss_fn(logits, labels), len(labels)
 
-    def train_epoch(epoch: int) -> float:
-        set_train_mode(model, cfg.method)
-        return train_one_epoch(model, train_loader, opt, sched, compute_loss, setup, cfg.optim.grad_accum,
-                               epoch, cfg.optim.epochs, progress)
-
     if resume:
         state = restore(files, cfg, model, opt, sched, generator, progress)
     else:
@@ -138,8 +127,9 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         ckpt.save_weights(files.weights, plain_model(model).state_dict(), {"arch": cfg.model.arch})
         ckpt.save_json(files.model_meta, {**meta, "epoch": epoch, "metrics": metrics})
 
-    state = fit(cfg, files, state, model, opt, sched, generator, train_epoch,
-                lambda: evaluate(model, val_loader, forward, setup, len(classes))[0], save_best, progress)
+    state = fit(cfg, files, state, model, opt, sched, generator, train_loader, compute_loss, setup,
+                lambda: evaluate(model, val_loader, forward, setup, len(classes))[0], save_best, progress,
+                train_mode=lambda: set_train_mode(model, cfg.method))
 
     # Final report on the best checkpoint.
     best = load_run_model(files.root)

@@ -17,15 +17,15 @@ from edgetune.progress import LogLine, ProgressSink, silent
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .fit import FitState, fit, restore, seed_everything
+from .fit import FitState, begin_run, fit, restore
 from .generation import (encode_pairs, evaluate_loss, generation_metrics, pad_pairs, prompt_format,
                          response_loss)
 from .image import RunResult
-from .loop import build_optimizer, build_scheduler, resolve_device, train_one_epoch
-from .methods import apply_text_method, plain_model, prompt_embeddings, trainable_parameters
+from .loop import build_optimizer, build_scheduler
+from .methods import apply_text_method, trainable_parameters
 from .report import plot_curves
-from .run import PARITY_SAMPLES, RunFiles
-from .text import TokenizedRows
+from .run import PARITY_SAMPLES
+from .text import TokenizedRows, start_text_run, text_checkpoint_saver
 from .text_data import TextFields, add_token_lengths, load_text_data
 from .text_models import GENERATION, create_text_model, load_tokenizer, resolve_text_weights
 from .text_run import load_text_run, load_unmerged
@@ -40,12 +40,7 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
     """Instruction-tune a causal LM and write the run directory (see ``run.py``)."""
     if cfg.task != GENERATION:
         raise InvalidArgument("task", f"train_instruct does not handle {cfg.task!r}")
-    files = RunFiles(Path(out_dir))
-    if not resume and (files.state.exists() or files.weights.exists()):
-        raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
-    generator = seed_everything(cfg.seed)
-    setup = resolve_device(cfg.device)
-    progress(LogLine(f"device: {setup.describe()}"))
+    files, generator, setup = begin_run(cfg, out_dir, resume, progress)
 
     fields = TextFields(cfg.data.text_field, cfg.data.label_field, cfg.data.prompt_field, cfg.data.response_field)
     train_rows, val_rows, data_report = load_text_data(cfg.data.path, cfg.data.val_path, cfg.task,
@@ -94,22 +89,13 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
         loss, _, n = response_loss(model, batch, setup.device)
         return loss, n
 
-    def train_epoch(epoch: int) -> float:
-        model.train()
-        return train_one_epoch(model, train_loader, opt, sched, compute_loss, setup, cfg.optim.grad_accum,
-                               epoch, cfg.optim.epochs, progress)
-
     if resume:
         state = restore(files, cfg, model, opt, sched, generator, progress)
     else:
         state = FitState(before=before)
-        files.root.mkdir(parents=True, exist_ok=True)  # only now: a run that fails set-up leaves nothing
-        cfg.save(files.config)
-        tokenizer.save_pretrained(str(files.tokenizer))
-        if base_state is not None and cfg.method in ("lora", "ia3", "prompt_tuning"):
-            ckpt.save_weights(files.base, base_state)
-        ckpt.save_json(files.parity_texts, [{"prompt": p, "response": r, "row": n} for p, r, n in
-                                            list(zip(val_rows.a, val_rows.b, val_rows.rows))[:PARITY_SAMPLES]])
+        start_text_run(files, cfg, tokenizer, base_state, [
+            {"prompt": p, "response": r, "row": n}
+            for p, r, n in list(zip(val_rows.a, val_rows.b, val_rows.rows))[:PARITY_SAMPLES]])
         progress(LogLine(f"base model: val loss {before['val_loss']:.4f}, chrF {before['chrf']:.1f}"))
 
     meta = {"task": cfg.task, "arch": cfg.model.arch, "classes": [], "max_length": cfg.data.max_length,
@@ -117,17 +103,8 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
             "max_new_tokens": max_new,
             "base": {"kind": source.kind, "path": source.path, "sha256": weights_info.get("sha256")}}
 
-    def save_best(epoch: int, metrics: dict) -> None:
-        plain = plain_model(model)
-        ckpt.save_weights(files.weights, plain.state_dict(), {"arch": cfg.model.arch})
-        if cfg.method == "prompt_tuning":
-            ckpt.save_weights(files.prompt, {"prompt": prompt_embeddings(model)})
-        if cfg.method in ("lora", "ia3", "prompt_tuning"):
-            model.save_pretrained(str(files.adapter))
-        ckpt.save_json(files.model_meta, {**meta, "hf_config": plain.config.to_dict(), "epoch": epoch,
-                                          "metrics": metrics})
-
-    state = fit(cfg, files, state, model, opt, sched, generator, train_epoch,
+    save_best = text_checkpoint_saver(files, cfg, model, meta)
+    state = fit(cfg, files, state, model, opt, sched, generator, train_loader, compute_loss, setup,
                 lambda: evaluate_loss(model, val_loader, setup), save_best, progress)
 
     # Final report on the best checkpoint as saved (prompt tuning needs its virtual tokens: peft).

@@ -19,9 +19,9 @@ from edgetune.progress import LogLine, ProgressSink, silent
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .fit import FitState, fit, restore, seed_everything
+from .fit import FitState, begin_run, fit, restore
 from .image import RunResult
-from .loop import build_optimizer, build_scheduler, evaluate, resolve_device, train_one_epoch
+from .loop import build_optimizer, build_scheduler, evaluate
 from .methods import apply_text_method, plain_model, prompt_embeddings, trainable_parameters
 from .report import final_metrics, plot_confusion, plot_curves
 from .run import PARITY_SAMPLES, RunFiles, read_model_meta
@@ -93,12 +93,7 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
         return train_instruct(cfg, out_dir, progress, resume)
     if cfg.task != CLASSIFICATION:
         raise InvalidArgument("task", f"train_text does not handle {cfg.task!r}")
-    files = RunFiles(Path(out_dir))
-    if not resume and (files.state.exists() or files.weights.exists()):
-        raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
-    generator = seed_everything(cfg.seed)
-    setup = resolve_device(cfg.device)
-    progress(LogLine(f"device: {setup.describe()}"))
+    files, generator, setup = begin_run(cfg, out_dir, resume, progress)
 
     # Data: read, validate and split before anything expensive.
     fields = TextFields(cfg.data.text_field, cfg.data.label_field, cfg.data.prompt_field, cfg.data.response_field)
@@ -140,41 +135,21 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
         logits, labels = forward(batch)
         return loss_fn(logits.float(), labels), len(labels)
 
-    def train_epoch(epoch: int) -> float:
-        model.train()
-        return train_one_epoch(model, train_loader, opt, sched, compute_loss, setup, cfg.optim.grad_accum,
-                               epoch, cfg.optim.epochs, progress)
-
     if resume:
         state = restore(files, cfg, model, opt, sched, generator, progress)
     else:
         state = FitState()
-        files.root.mkdir(parents=True, exist_ok=True)  # only now: a run that fails set-up leaves nothing
-        cfg.save(files.config)
-        tokenizer.save_pretrained(str(files.tokenizer))
-        if base_state is not None and cfg.method in ("lora", "ia3", "prompt_tuning"):
-            ckpt.save_weights(files.base, base_state)
         # Spread over the label-sorted val rows so every class is represented.
         order = np.argsort([label_of[y] for y in val_rows.b], kind="stable")
         keep = order[np.unique(np.linspace(0, len(order) - 1, PARITY_SAMPLES).astype(int))]
-        ckpt.save_json(files.parity_texts, [{"text": val_rows.a[i], "label": val_rows.b[i], "row": val_rows.rows[i]}
-                                            for i in keep])
+        start_text_run(files, cfg, tokenizer, base_state, [
+            {"text": val_rows.a[i], "label": val_rows.b[i], "row": val_rows.rows[i]} for i in keep])
 
     meta = {"task": cfg.task, "arch": cfg.model.arch, "classes": classes, "max_length": cfg.data.max_length,
             "method": cfg.method, "weights": weights_info["source"],
             "base": {"kind": source.kind, "path": source.path, "sha256": weights_info.get("sha256")}}
-
-    def save_best(epoch: int, metrics: dict) -> None:
-        plain = plain_model(model)
-        ckpt.save_weights(files.weights, plain.state_dict(), {"arch": cfg.model.arch})
-        if cfg.method == "prompt_tuning":
-            ckpt.save_weights(files.prompt, {"prompt": prompt_embeddings(model)})
-        if cfg.method in ("lora", "ia3", "prompt_tuning"):
-            model.save_pretrained(str(files.adapter))
-        ckpt.save_json(files.model_meta, {**meta, "hf_config": plain.config.to_dict(), "epoch": epoch,
-                                          "metrics": metrics})
-
-    state = fit(cfg, files, state, model, opt, sched, generator, train_epoch,
+    save_best = text_checkpoint_saver(files, cfg, model, meta)
+    state = fit(cfg, files, state, model, opt, sched, generator, train_loader, compute_loss, setup,
                 lambda: evaluate(model, val_loader, forward, setup, len(classes))[0], save_best, progress)
 
     # Final report on the best checkpoint, rebuilt from disk exactly as export will load it.
@@ -191,6 +166,38 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
     plot_curves(state.history, files.root / "curves.png")
     plot_confusion(cm, classes, files.root / "confusion.png")
     return RunResult(files.root, state.best_epoch, final, report)
+
+
+PEFT_METHODS = ("lora", "ia3", "prompt_tuning")
+
+
+def start_text_run(files: RunFiles, cfg: TrainConfig, tokenizer, base_state: dict | None,
+                   parity_rows: list[dict]) -> None:
+    """Create the run folder (only once set-up succeeded): config, tokenizer, the random-init
+    base a peft adapter applies to, and the held-out rows the export's parity gate uses."""
+    files.root.mkdir(parents=True, exist_ok=True)
+    cfg.save(files.config)
+    tokenizer.save_pretrained(str(files.tokenizer))
+    if base_state is not None and cfg.method in PEFT_METHODS:
+        ckpt.save_weights(files.base, base_state)
+    ckpt.save_json(files.parity_texts, parity_rows)
+
+
+def text_checkpoint_saver(files: RunFiles, cfg: TrainConfig, model: nn.Module, meta: dict):
+    """``save_best`` for text runs: the plain (merged) model, and for peft methods the adapter
+    (and prompt tuning's virtual tokens) so the export can check the merge."""
+
+    def save_best(epoch: int, metrics: dict) -> None:
+        plain = plain_model(model)
+        ckpt.save_weights(files.weights, plain.state_dict(), {"arch": cfg.model.arch})
+        if cfg.method == "prompt_tuning":
+            ckpt.save_weights(files.prompt, {"prompt": prompt_embeddings(model)})
+        if cfg.method in PEFT_METHODS:
+            model.save_pretrained(str(files.adapter))
+        ckpt.save_json(files.model_meta, {**meta, "hf_config": plain.config.to_dict(), "epoch": epoch,
+                                          "metrics": metrics})
+
+    return save_best
 
 
 def _plain_forward(model: nn.Module, device: torch.device):

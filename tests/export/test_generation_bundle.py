@@ -2,10 +2,7 @@
 unmerged peft model; device-side streaming equals PyTorch."""
 
 import json
-import shutil
-
 import pytest
-from safetensors.torch import load_file, save_file
 
 from edgetune.errors import InvalidArgument, ParityError
 from edgetune.export.bundle import export_bundle, verify_bundle
@@ -14,7 +11,7 @@ from edgetune.trainers.config import load_config
 from edgetune.trainers.generation import prompt_ids, torch_greedy
 from edgetune.trainers.text_run import load_text_run, load_unmerged
 from edgetune.trainers.train import train
-from tests.conftest import write_reverse_pairs
+from tests.conftest import copy_with_broken_adapter, write_reverse_pairs
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +59,8 @@ def test_bundle_generates_like_pytorch(runs, tmp_path, method):
 
 
 def test_a_broken_merge_fails_the_generation_export(runs, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(runs["lora"], run)
-    path = run / "adapter" / "adapter_model.safetensors"
-    tensors = load_file(str(path))
-    key = next(k for k in tensors if "lora_B" in k)
-    tensors[key] = tensors[key] + 0.5
-    save_file(tensors, str(path))
+    # The saved adapter disagrees with the merged checkpoint, as a wrong merge would make it.
+    run = copy_with_broken_adapter(runs["lora"], tmp_path / "run")
     with pytest.raises(ParityError):
         export_bundle(run, tmp_path / "bundle", device="cpu")
     failed = json.loads((tmp_path / "bundle.invalid" / "manifest.json").read_text())

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from edgetune.errors import ParityError
 from edgetune.export.bundle import export_bundle, verify_bundle
@@ -14,7 +13,7 @@ from edgetune.export.text_runtime import TextBundlePredictor, TextEncoder
 from edgetune.trainers.config import load_config
 from edgetune.trainers.text import train_text
 from edgetune.trainers.text_run import load_text_run, parity_texts
-from tests.conftest import write_topic_texts
+from tests.conftest import copy_with_broken_adapter, write_topic_texts
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +69,8 @@ def test_device_tokenization_equals_the_training_tokenizer(runs, tmp_path):
 
 
 def test_a_broken_merge_fails_the_export_and_keeps_the_evidence(runs, tmp_path):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(runs["lora"], run)
-    # Make the saved adapter disagree with the merged checkpoint (as a wrong merge would).
-    path = run / "adapter" / "adapter_model.safetensors"
-    tensors = load_file(str(path))
-    key = next(k for k in tensors if "lora_B" in k)
-    tensors[key] = tensors[key] + 0.5
-    save_file(tensors, str(path))
+    # The saved adapter disagrees with the merged checkpoint, as a wrong merge would make it.
+    run = copy_with_broken_adapter(runs["lora"], tmp_path / "run")
     with pytest.raises(ParityError) as e:
         export_bundle(run, tmp_path / "bundle", device="cpu")
     assert e.value.exit_code == 3

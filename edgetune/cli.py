@@ -34,9 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     img.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images instead of failing")
     img.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
     txt = train.add_parser("text", help="fine-tune a transformers text model (classification or instruction tuning)")
-    txt.add_argument("--task", dest="text_task", choices=["classification", "generation"], default="classification",
-                     help="classification: (text, label) rows on an encoder; generation: (prompt, response) "
-                          "rows on a decoder")
+    txt.add_argument("--task", dest="text_task", choices=["classification", "generation"],
+                     help="classification (default): (text, label) rows on an encoder; generation: "
+                          "(prompt, response) rows on a decoder")
     txt.add_argument("--data", help=".jsonl, .csv or .tsv file of (text, label) or (prompt, response) rows")
     _common_train_args(txt, ["full", "linear_probe", "lora", "ia3", "prompt_tuning"], "a local HF directory")
     txt.add_argument("--max-length", type=int, help="tokens per example (default 128)")
@@ -103,6 +103,16 @@ def _common_train_args(p: argparse.ArgumentParser, methods: list[str], weights_p
 _TEXT_TASKS = {"classification": "text_classification", "generation": "text_generation"}
 
 
+def _yaml_task(path: str | None) -> str | None:
+    import yaml
+
+    try:
+        tree = yaml.safe_load(open(path)) if path else None
+    except (OSError, yaml.YAMLError):
+        return None  # load_config reports the unreadable file
+    return tree.get("task") if isinstance(tree, dict) else None
+
+
 def _train(args) -> int:
     from edgetune.progress import TerminalProgress
     from edgetune.trainers.config import load_config
@@ -118,7 +128,10 @@ def _train(args) -> int:
         if not args.out:
             raise EdgetuneError("--out", "is required")
         overrides = {f: getattr(args, a) for a, f in _FLAG_FIELDS.items() if getattr(args, a, None) is not None}
-        overrides["task"] = _TEXT_TASKS[args.text_task] if args.task == "text" else "image_classification"
+        if args.task == "image":
+            overrides["task"] = "image_classification"
+        elif args.text_task or _yaml_task(args.config) not in _TEXT_TASKS.values():
+            overrides["task"] = _TEXT_TASKS[args.text_task or "classification"]  # else the YAML's text task
         if args.skip_corrupt:
             overrides["data.skip_corrupt"] = True
         if getattr(args, "no_augment", False):

@@ -31,15 +31,15 @@ import edgetune
 from edgetune.errors import InvalidArgument, NotFound, ParityError
 from edgetune.imaging import normalize
 from edgetune.progress import LogLine, ProgressSink, silent
-from edgetune.trainers.checkpoint import save_json, sha256_file
+from edgetune.integrity import sha256_file
+from edgetune.trainers.checkpoint import save_json
 from edgetune.trainers.run import RunFiles, load_run_model, read_model_meta
 
 from .onnx_export import export_onnx
 from .parity import ParityReport, check_parity
-from .runtime import create_session
+from .runtime import BUNDLE_FORMAT, create_session
 from .specs import EXPORT_SPECS, ExportSpec
 
-BUNDLE_FORMAT = "edgetune.bundle/v1"
 
 
 @dataclass
@@ -180,27 +180,3 @@ def _finish(folder: Path, manifest: dict) -> None:
     manifest["files"] = {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
     save_json(folder / "manifest.json", manifest)
-
-
-def verify_bundle(bundle_dir: str | Path) -> dict:
-    """Check a bundle is marked valid and every file matches its sha256; returns the manifest."""
-    bundle_dir = Path(bundle_dir)
-    path = bundle_dir / "manifest.json"
-    if not path.is_file():
-        raise NotFound(str(bundle_dir), "not a bundle (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InvalidArgument(str(path), f"unreadable manifest: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise InvalidArgument(str(path), f"unknown bundle format {manifest.get('format')!r}")
-    if not manifest.get("valid"):
-        raise InvalidArgument(str(bundle_dir), "bundle is not valid (it failed the parity gate)")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or "model.onnx" not in files:
-        raise InvalidArgument(str(path), "manifest lists no model.onnx hash")
-    for name, entry in files.items():
-        f = bundle_dir / name
-        if not f.is_file() or sha256_file(f) != (entry or {}).get("sha256"):
-            raise InvalidArgument(str(f), "missing or sha256 does not match the manifest")
-    return manifest

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgetune.errors import InvalidArgument, ParityError
-from edgetune.trainers.generation import greedy_with_logits
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -349,6 +348,8 @@ def check_generation_parity(reference_model: torch.nn.Module, session: ort.Infer
     Returns the report when it passes; raises ParityError carrying the report otherwise.
     """
     import torch
+
+    from edgetune.trainers.generation import greedy_with_logits
 
     if not prompts:
         raise InvalidArgument("prompts", "needs at least one prompt")

@@ -1,7 +1,7 @@
 """Text generation bundles: a causal LM exported with a KV cache, its tokenizer and prompt format,
 gated on greedy parity.
 
-On the run's held-out val prompts (wrapped and tokenized exactly as a device will), greedy
+On the run's held-out val prompts (wrapped and tokenized by the device code), greedy
 generation in ONNX Runtime must equal PyTorch token for token with logits within the spec's
 max abs diff, against the merged model and, for peft methods, the unmerged peft model too.
 Prompt tuning cannot be merged: the bundle carries the virtual tokens' keys and values
@@ -14,8 +14,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 import edgetune
 from edgetune.errors import ParityError
+from edgetune.prompting import encode_prompt
 from edgetune.trainers.checkpoint import save_numpy
 from edgetune.trainers.generation import prompt_ids
 from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
@@ -48,15 +51,26 @@ def text_generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, devic
     session = create_session(folder / "model.onnx", device)
     eos = run.tokenizer.eos_token_id
     max_new = int(run.meta.get("max_new_tokens", 32))
+    config = run.model.config
+    max_positions = int(getattr(config, "max_position_embeddings", None) or config.n_positions)
     fields = {
         "tokenization": tokenization, "prompt_format": fmt,
-        "generation": {"eos_token_id": eos, "max_new_tokens": max_new, "decoder_io": io.to_dict(),
+        "generation": {"eos_token_id": eos, "max_new_tokens": max_new, "max_positions": max_positions,
+                       "decoder_io": io.to_dict(),
                        "prompt_past": PROMPT_PAST if initial_past is not None else None},
         "inputs": [{"name": n, "dtype": "int64" if n in (io.input_ids, io.attention_mask, io.position_ids)
                     else io.dtype} for n in io.input_names],
         "outputs": [{"name": n, "dtype": io.dtype} for n in io.output_names],
     }
-    prompts = [prompt_ids(run.tokenizer, fmt, r["prompt"]) for r in parity_texts(run_dir)[:PARITY_PROMPTS]]
+    # The gate's prompts are tokenized by the device code from the bundle's own files, and must
+    # equal what training fed the model.
+    device_tokenizer = Tokenizer.from_file(str(folder / tokenization["file"]))
+    prompts = []
+    for r in parity_texts(run_dir)[:PARITY_PROMPTS]:
+        ids = encode_prompt(device_tokenizer, fmt, r["prompt"])
+        if ids != prompt_ids(run.tokenizer, fmt, r["prompt"]):
+            raise ParityError("tokenizer", f"device tokenization of val prompt row {r['row']} differs from training")
+        prompts.append(ids)
 
     def check() -> ParityReport:
         references = []

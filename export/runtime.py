@@ -1,5 +1,6 @@
 """ONNX Runtime sessions, and a predictor over a verified bundle.
 
+Torch-free at import (devices run this): ``verify_bundle`` checks a bundle before any session.
 CUDA is asked for only when both torch and ONNX Runtime see a GPU; otherwise the CPU execution
 provider. Sessions use ORT's full graph optimizations; parity is checked on these same sessions.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgetune.errors import InvalidArgument, NotFound
+from edgetune.integrity import sha256_file
 from edgetune.imaging import Preprocessing, preprocess_files
 
 
@@ -71,6 +73,9 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+BUNDLE_FORMAT = "edgetune.bundle/v1"
+
+
 @dataclass
 class Prediction:
     path: str
@@ -87,8 +92,6 @@ class BundlePredictor:
 
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
                  spinning: bool = True):
-        from .bundle import verify_bundle
-
         self.dir = Path(bundle_dir)
         self.manifest = verify_bundle(self.dir)
         self.labels: list[str] = self.manifest["labels"]
@@ -129,6 +132,30 @@ def _first_unreadable(paths: list[str]) -> str | None:
         except Exception:  # noqa: BLE001
             return p
     return None
+
+
+def verify_bundle(bundle_dir: str | Path) -> dict:
+    """Check a bundle is marked valid and every file matches its sha256; returns the manifest."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / "manifest.json"
+    if not path.is_file():
+        raise NotFound(str(bundle_dir), "not a bundle (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(str(path), f"unreadable manifest: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise InvalidArgument(str(path), f"unknown bundle format {manifest.get('format')!r}")
+    if not manifest.get("valid"):
+        raise InvalidArgument(str(bundle_dir), "bundle is not valid (it failed the parity gate)")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "model.onnx" not in files:
+        raise InvalidArgument(str(path), "manifest lists no model.onnx hash")
+    for name, entry in files.items():
+        f = bundle_dir / name
+        if not f.is_file() or sha256_file(f) != (entry or {}).get("sha256"):
+            raise InvalidArgument(str(f), "missing or sha256 does not match the manifest")
+    return manifest
 
 
 def manifest_of(bundle_dir: str | Path) -> dict:

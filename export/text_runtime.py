@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.errors import InvalidArgument
+from edgetune.prompting import encode_prompt
 
-from .runtime import create_session, softmax
+from .runtime import create_session, softmax, verify_bundle
 
 
 class TextEncoder:
@@ -63,8 +64,6 @@ class TextBundlePredictor:
 
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
                  spinning: bool = True):
-        from .bundle import verify_bundle
-
         self.dir = Path(bundle_dir)
         self.manifest = verify_bundle(self.dir)
         if self.manifest.get("task") != "text_classification":
@@ -103,7 +102,6 @@ class TextGenerator:
                  spinning: bool = True):
         from tokenizers import Tokenizer
 
-        from .bundle import verify_bundle
         from .decoder import DecoderIO, OrtGenerator
 
         self.dir = Path(bundle_dir)
@@ -114,6 +112,7 @@ class TextGenerator:
         gen = self.manifest["generation"]
         self.eos_token_id = gen["eos_token_id"]
         self.max_new_tokens = int(gen["max_new_tokens"])
+        self.max_positions = int(gen["max_positions"])
         self.tokenizer = Tokenizer.from_file(str(self.dir / self.manifest["tokenization"]["file"]))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
@@ -125,14 +124,10 @@ class TextGenerator:
             past = [arrays[f"past.{i}"] for i in range(len(arrays))]
         session = create_session(self.dir / "model.onnx", device, threads, spinning)
         self.generator = OrtGenerator(session, DecoderIO.from_dict(gen["decoder_io"]), past)
+        self.reserved_positions = past[0].shape[2] if past else 0  # prompt tuning's virtual tokens
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        from edgetune.trainers.generation import format_prompt
-
-        fmt = self.manifest["prompt_format"]
-        ids = self.tokenizer.encode(format_prompt(fmt, prompt), add_special_tokens=False).ids
-        bos = self.tokenizer.token_to_id(self.manifest["tokenization"]["special_tokens"].get("bos_token", ""))
-        return ([bos] if bos is not None and fmt["kind"] == "template" else []) + ids
+        return encode_prompt(self.tokenizer, self.manifest["prompt_format"], prompt)
 
     def stream(self, prompt: str, max_new_tokens: int | None = None):
         """Yield (token id, text piece) pairs; the pieces concatenate to the decoded completion
@@ -140,10 +135,14 @@ class TextGenerator:
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidArgument("prompt", "must be a non-empty string")
         limit = self.max_new_tokens if not max_new_tokens else max_new_tokens
-        if not 1 <= limit <= 4096:
-            raise InvalidArgument("max_new_tokens", f"must be in [1, 4096], got {limit}")
+        room = self.max_positions - self.reserved_positions
+        if not 1 <= limit < room:
+            raise InvalidArgument("max_new_tokens", f"must be in [1, {room - 1}] (the model has {self.max_positions} "
+                                                    f"positions), got {limit}")
+        # The model cannot see more than max_positions tokens: keep the end of a long prompt.
+        ids = self.prompt_ids(prompt)[-(room - limit):]
         tokens, text = [], ""
-        for token in self.generator.stream(self.prompt_ids(prompt), limit, self.eos_token_id):
+        for token in self.generator.stream(ids, limit, self.eos_token_id):
             if token == self.eos_token_id:
                 return
             tokens.append(token)

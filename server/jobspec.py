@@ -6,7 +6,7 @@ A request picks from fixed registries and enums, never a path or a class name: w
 
 from __future__ import annotations
 
-from edgetune.errors import InvalidArgument
+from edgetune.errors import InvalidArgument, WeightsError
 from edgetune.trainers.catalog import catalog, resolve_weights
 from edgetune.trainers.config import IMAGE, TASKS, TrainConfig, load_config
 from edgetune.trainers.text_models import resolve_text_weights
@@ -52,4 +52,6 @@ def train_config(request: dict, data_path: str) -> TrainConfig:
         (resolve_weights if cfg.task == IMAGE else resolve_text_weights)(cfg.model.arch, cfg.model.weights)
     except InvalidArgument as e:
         raise InvalidArgument(_API_NAME.get(e.subject, e.subject), e.message) from None
+    except WeightsError as e:  # an operator's catalog entry is broken: say so without its server path
+        raise InvalidArgument("weights", f"catalog weights are unusable on this server: {e.message}") from None
     return cfg

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from edgetune.errors import (AlreadyExists, DataError, FailedPrecondition, InvalidArgument,
-                             NotFound, ParityError, ResourceExhausted)
+                             NotFound, ParityError, ResourceExhausted, WeightsError)
 from edgetune.export.bundle import export_bundle
 from edgetune.export.runtime import BundlePredictor, softmax
 from edgetune.export.text_runtime import TextBundlePredictor, TextGenerator
@@ -288,6 +288,8 @@ class EdgetuneService:
             try:
                 result = export_bundle(self.runner.job_dir(job_id) / "run", out, device="auto", atol=atol)
                 row.update(valid=True, manifest=result.manifest)
+            except WeightsError as e:  # e.g. the base weights changed since training
+                raise FailedPrecondition("job_id", f"cannot rebuild the job's model: {e.message}") from None
             except ParityError as e:
                 invalid = out.with_name(out.name + ".invalid")
                 manifest = _read_json(invalid / "manifest.json")

@@ -79,4 +79,12 @@ def test_generation_trains_on_cuda_and_generates_with_the_cuda_provider(tmp_path
     assert result.report["device"].startswith("cuda")
     bundle = export_bundle(result.run_dir, tmp_path / "bundle", device="cuda")
     assert "CUDAExecutionProvider" in bundle.parity["providers"] and bundle.parity["passed"]
-    assert TextGenerator(bundle.dir, device="cuda").generate("reverse: red cat sun", 4) is not None
+    from edgetune.trainers.generation import torch_greedy
+    from edgetune.trainers.text_run import load_text_run
+
+    run = load_text_run(result.run_dir)
+    generator = TextGenerator(bundle.dir, device="cuda")
+    assert generator.generator.session.get_providers()[0] == "CUDAExecutionProvider"
+    eos = run.tokenizer.eos_token_id
+    expected = [t for t in torch_greedy(run.model, generator.prompt_ids("reverse: red cat sun"), 4, eos) if t != eos]
+    assert [t for t, _ in generator.stream("reverse: red cat sun", 4)] == expected

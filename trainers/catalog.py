@@ -24,10 +24,10 @@ import torch.nn as nn
 import yaml
 from safetensors.torch import load_file
 
+from edgetune.integrity import sha256_file
 from edgetune.errors import InvalidArgument, WeightsError
 
 from .architectures import ARCHITECTURES, get_arch, head_name
-from .checkpoint import sha256_file
 from .text_models import TEXT_ARCHITECTURES
 
 

@@ -5,7 +5,6 @@ A crash at any instant leaves either the previous file or the new one, never a t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -36,14 +35,6 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_json(path: str | Path, obj) -> None:

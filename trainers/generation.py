@@ -13,31 +13,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from edgetune.prompting import encode_prompt
+
 IGNORE = -100
-PLAIN_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
-
-
-def prompt_format(tokenizer) -> dict:
-    """How prompts are wrapped; saved in the run and the bundle so devices wrap them the same way."""
-    if getattr(tokenizer, "chat_template", None):
-        return {"kind": "chat_template", "template": tokenizer.chat_template}
-    return {"kind": "template", "template": PLAIN_TEMPLATE}
-
-
-def format_prompt(fmt: dict, prompt: str) -> str:
-    if fmt["kind"] == "chat_template":
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(fmt["template"]).render(messages=[{"role": "user", "content": prompt}],
-                                                      add_generation_prompt=True, bos_token="", eos_token="")
-    return fmt["template"].format(prompt=prompt)
 
 
 def prompt_ids(tokenizer, fmt: dict, prompt: str) -> list[int]:
-    ids = tokenizer(format_prompt(fmt, prompt), add_special_tokens=False)["input_ids"]
-    bos = tokenizer.bos_token_id
-    return ([bos] if bos is not None and fmt["kind"] == "template" else []) + ids
+    """Token ids of a wrapped prompt with the run's HF tokenizer (same ids as ``encode_prompt``)."""
+    return encode_prompt(tokenizer.backend_tokenizer, fmt, prompt)
 
 
 def encode_pairs(tokenizer, fmt: dict, prompts: list[str], responses: list[str], max_length: int
@@ -155,7 +138,8 @@ def generation_metrics(model: nn.Module, tokenizer, fmt: dict, prompts: list[str
         new = torch_greedy(model, prompt_ids(tokenizer, fmt, p), max_new_tokens, tokenizer.eos_token_id)
         if new and new[-1] == tokenizer.eos_token_id:
             new = new[:-1]
-        outputs.append(tokenizer.decode(new, skip_special_tokens=True))
+        # Decoded as devices decode (the bare tokenizer), so the scores describe what is served.
+        outputs.append(tokenizer.backend_tokenizer.decode(new, skip_special_tokens=True))
     exact = float(np.mean([o.strip() == r.strip() for o, r in zip(outputs, references)])) if prompts else 0.0
     chrf = sacrebleu.corpus_chrf(outputs, [references]).score if prompts else 0.0
     return {"exact_match": exact, "chrf": chrf, "samples": len(prompts),

@@ -14,12 +14,12 @@ from torch.utils.data import DataLoader
 
 from edgetune.errors import DataError, InvalidArgument
 from edgetune.progress import LogLine, ProgressSink, silent
+from edgetune.prompting import prompt_format
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .fit import FitState, begin_run, fit, restore
-from .generation import (encode_pairs, evaluate_loss, generation_metrics, pad_pairs, prompt_format,
-                         response_loss)
+from .generation import encode_pairs, evaluate_loss, generation_metrics, pad_pairs, response_loss
 from .image import RunResult
 from .loop import build_optimizer, build_scheduler
 from .methods import apply_text_method, trainable_parameters
@@ -27,7 +27,8 @@ from .report import plot_curves
 from .run import PARITY_SAMPLES
 from .text import TokenizedRows, start_text_run, text_checkpoint_saver
 from .text_data import TextFields, add_token_lengths, load_text_data
-from .text_models import GENERATION, create_text_model, load_tokenizer, resolve_text_weights
+from .text_models import (GENERATION, check_positions, create_text_model, load_tokenizer,
+                          resolve_text_weights)
 from .text_run import load_text_run, load_unmerged
 
 EVAL_BATCH = 16
@@ -49,6 +50,7 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
     saved_tokenizer = load_tokenizer(files.tokenizer) if resume and files.tokenizer.is_dir() else None
     model, tokenizer, weights_info = create_text_model(cfg.task, cfg.model.arch, source, 0, cfg.seed,
                                                        train_rows.a + train_rows.b, saved_tokenizer)
+    check_positions(model, cfg.data.max_length, cfg.prompt.virtual_tokens if cfg.method == "prompt_tuning" else 0)
     progress(LogLine(f"weights: {weights_info['source']}"))
     fmt = prompt_format(tokenizer)
     train_pairs, lengths, dropped = encode_pairs(tokenizer, fmt, train_rows.a, train_rows.b, cfg.data.max_length)

@@ -26,7 +26,8 @@ from .methods import apply_text_method, plain_model, prompt_embeddings, trainabl
 from .report import final_metrics, plot_confusion, plot_curves
 from .run import PARITY_SAMPLES, RunFiles, read_model_meta
 from .text_data import TextFields, add_token_lengths, load_text_data
-from .text_models import CLASSIFICATION, GENERATION, create_text_model, load_tokenizer, resolve_text_weights
+from .text_models import (CLASSIFICATION, GENERATION, check_positions, create_text_model, load_tokenizer,
+                          resolve_text_weights)
 from .text_run import load_text_run
 
 EVAL_BATCH = 64
@@ -106,6 +107,7 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
     saved_tokenizer = load_tokenizer(files.tokenizer) if resume and files.tokenizer.is_dir() else None
     model, tokenizer, weights_info = create_text_model(cfg.task, cfg.model.arch, source, len(classes), cfg.seed,
                                                        train_rows.a, saved_tokenizer)
+    check_positions(model, cfg.data.max_length, cfg.prompt.virtual_tokens if cfg.method == "prompt_tuning" else 0)
     model.config.id2label = dict(enumerate(classes))
     model.config.label2id = {c: i for i, c in enumerate(classes)}
     progress(LogLine(f"weights: {weights_info['source']}"))

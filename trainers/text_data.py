@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -99,24 +100,30 @@ def read_rows(path: str | Path, columns: tuple[str, str]) -> tuple[list[tuple[in
         raise DataError(str(path), f"cannot read as UTF-8 text: {e}") from None
     out = []
     if p.suffix.lower() == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
+        # Only "\n" ends a row: str.splitlines would also split at U+2028 and friends, which
+        # json.dumps(ensure_ascii=False) writes raw inside strings.
+        for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
-            except ValueError as e:
-                raise DataError(str(path), f"row {n}: not valid JSON ({e})") from None
+            except (ValueError, RecursionError) as e:
+                raise DataError(str(path), f"row {n}: not valid JSON ({str(e)[:200]})") from None
             if not isinstance(rec, dict):
                 raise DataError(str(path), f"row {n}: expected a JSON object")
             out.append((n, rec))
         return out, "jsonl"
-    reader = csv.DictReader(text.splitlines(), delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
-    missing = [c for c in columns if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DataError(str(path), f"header {reader.fieldnames} lacks column(s) {missing} "
-                                   f"(set data.text_field / data.label_field to match)")
-    for n, rec in enumerate(reader, 1):
-        out.append((n, rec))
+    # newline="" keeps line breaks inside quoted fields (the csv module's documented contract).
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+    try:
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(str(path), f"header {reader.fieldnames} lacks column(s) {missing} "
+                                       f"(set data.text_field / data.label_field to match)")
+        for n, rec in enumerate(reader, 1):
+            out.append((n, rec))
+    except csv.Error as e:
+        raise DataError(str(path), f"row {len(out) + 1}: malformed {p.suffix.lower()[1:].upper()} ({e})") from None
     return out, p.suffix.lower()[1:]
 
 

@@ -17,9 +17,9 @@ import torch.nn as nn
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification,
                           AutoTokenizer, PreTrainedTokenizerFast)
 
+from edgetune.integrity import sha256_file
 from edgetune.errors import InvalidArgument, WeightsError
 
-from .checkpoint import sha256_file
 
 CLASSIFICATION = "text_classification"
 GENERATION = "text_generation"
@@ -211,7 +211,8 @@ def create_text_model(task: str, arch: str, source: TextWeights, num_labels: int
     """Build the model to fine-tune and its tokenizer; returns (model, tokenizer, weights report).
 
     Args:
-        tokenizer: random init only: reuse this tokenizer (a resumed run's) instead of training one.
+        tokenizer: a resumed run's saved tokenizer, used instead of training or loading one, so a
+            resumed run keeps tokenizing exactly as it started (and as its bundle will).
     """
     auto = AutoModelForSequenceClassification if task == CLASSIFICATION else AutoModelForCausalLM
     kwargs = {"num_labels": num_labels} if task == CLASSIFICATION else {}
@@ -223,7 +224,7 @@ def create_text_model(task: str, arch: str, source: TextWeights, num_labels: int
             setattr(config, k, v)
         model = auto.from_config(config)
         return model, tokenizer, {"source": source.describe(), "loaded_tensors": 0, "new_tensors": "all"}
-    tokenizer = load_tokenizer(source.path)
+    tokenizer = tokenizer or load_tokenizer(source.path)
     from transformers.utils import logging as hf_logging
 
     # Our report lists the new (head) tensors; transformers' own load table and bar are noise here.
@@ -243,3 +244,15 @@ def create_text_model(task: str, arch: str, source: TextWeights, num_labels: int
     loaded = len(model.state_dict()) - len(info["missing_keys"])
     return model, tokenizer, {"source": source.describe(), "loaded_tensors": loaded,
                               "new_tensors": sorted(info["missing_keys"]), "sha256": sha256_file(weights_file)}
+
+
+def check_positions(model: nn.Module, max_length: int, virtual_tokens: int = 0) -> int:
+    """Raise unless ``max_length`` (+ prompt tuning's virtual tokens) fits the model's positions."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if config.model_type == "roberta":  # positions start after the padding index
+        limit -= config.pad_token_id + 1
+    if limit and max_length + virtual_tokens > limit:
+        extra = f" + {virtual_tokens} virtual tokens" if virtual_tokens else ""
+        raise InvalidArgument("data.max_length", f"{max_length}{extra} exceeds the model's {limit} positions")
+    return limit

@@ -15,9 +15,9 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+from edgetune.integrity import sha256_file
 from edgetune.errors import NotFound, WeightsError
 
-from .checkpoint import sha256_file
 from .methods import PromptPrefixed
 from .run import RunFiles, read_model_meta
 from .text_models import CLASSIFICATION, load_tokenizer

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from edgetune.errors import InvalidArgument, ParityError
-from edgetune.export.bundle import export_bundle, verify_bundle
+from edgetune.export.bundle import export_bundle
 from edgetune.export.onnx_export import export_onnx, read_metadata
 from edgetune.export.parity import check_parity
-from edgetune.export.runtime import BundlePredictor, create_session
+from edgetune.export.runtime import BundlePredictor, create_session, verify_bundle
 from edgetune.export.specs import EXPORT_SPECS
 from edgetune.trainers.architectures import ARCHITECTURES, create_model
 from edgetune.trainers.config import load_config

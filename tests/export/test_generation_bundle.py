@@ -5,7 +5,8 @@ import json
 import pytest
 
 from edgetune.errors import InvalidArgument, ParityError
-from edgetune.export.bundle import export_bundle, verify_bundle
+from edgetune.export.bundle import export_bundle
+from edgetune.export.runtime import verify_bundle
 from edgetune.export.text_runtime import TextGenerator
 from edgetune.trainers.config import load_config
 from edgetune.trainers.generation import prompt_ids, torch_greedy
@@ -19,15 +20,15 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen_runs")
     data = write_reverse_pairs(root / "rev.jsonl", rows=80)
     out = {}
-    for method in ("lora", "prompt_tuning"):
-        cfg = load_config(overrides={"task": "text_generation", "data.path": str(data), "model.arch": "llama",
+    for method, arch in (("lora", "llama"), ("prompt_tuning", "llama"), ("ia3", "gpt2"), ("full", "qwen2")):
+        cfg = load_config(overrides={"task": "text_generation", "data.path": str(data), "model.arch": arch,
                                      "model.weights": "random", "method": method, "optim.epochs": 2,
                                      "optim.lr": 1e-2, "optim.batch_size": 16, "data.max_length": 48})
         out[method] = train(cfg, root / method).run_dir
     return out
 
 
-@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "ia3", "full"])
 def test_bundle_generates_like_pytorch(runs, tmp_path, method):
     result = export_bundle(runs[method], tmp_path / "bundle", device="cpu")
     manifest = verify_bundle(result.dir)
@@ -35,8 +36,8 @@ def test_bundle_generates_like_pytorch(runs, tmp_path, method):
     gen = manifest["generation"]
     assert gen["decoder_io"]["num_layers"] == 2 and (gen["prompt_past"] is not None) == (method == "prompt_tuning")
     compared = [c["compared"] for c in manifest["parity"]["cases"]]
-    assert "peft unmerged vs onnxruntime" in compared
-    assert ("merged pytorch vs onnxruntime" in compared) == (method == "lora")
+    assert ("peft unmerged vs onnxruntime" in compared) == (method != "full")
+    assert ("merged pytorch vs onnxruntime" in compared) == (method != "prompt_tuning")
     for case in manifest["parity"]["cases"]:
         assert case["top1_agreement"] == 1.0 and case["max_abs_diff"] <= 1e-4 and case["samples"] >= 8
 
@@ -67,3 +68,29 @@ def test_a_broken_merge_fails_the_generation_export(runs, tmp_path):
     bad = {c["compared"]: c for c in failed["parity"]["cases"]}
     assert failed["valid"] is False and bad["merged pytorch vs onnxruntime"]["top1_agreement"] == 1.0
     assert bad["peft unmerged vs onnxruntime"]["max_abs_diff"] > 1e-4
+
+
+def test_device_runtime_needs_neither_torch_nor_transformers(runs, tmp_path):
+    import subprocess
+    import sys
+
+    bundle = export_bundle(runs["lora"], tmp_path / "bundle", device="cpu").dir
+    script = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+              "from edgetune.export.text_runtime import TextGenerator\n"
+              "g = TextGenerator(sys.argv[1], device='cpu')\n"
+              "print(len(g.prompt_ids('reverse: red cat sun')), repr(g.generate('reverse: red cat sun', 3)))\n"
+              "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(bundle)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    expected = TextGenerator(bundle, device="cpu")
+    assert proc.stdout.split()[0] == str(len(expected.prompt_ids("reverse: red cat sun")))
+
+
+def test_generation_is_bounded_by_the_model_positions(runs, tmp_path):
+    generator = TextGenerator(export_bundle(runs["lora"], tmp_path / "b", device="cpu").dir, device="cpu")
+    assert generator.max_positions == 512
+    with pytest.raises(InvalidArgument) as e:
+        generator.generate("reverse: red", 600)
+    assert e.value.subject == "max_new_tokens"
+    # A prompt longer than the model can see keeps its end and still generates.
+    assert isinstance(generator.generate("reverse: " + "red cat " * 400, 3), str)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from edgetune.errors import ParityError
-from edgetune.export.bundle import export_bundle, verify_bundle
+from edgetune.export.bundle import export_bundle
+from edgetune.export.runtime import verify_bundle
 from edgetune.export.text_runtime import TextBundlePredictor, TextEncoder
 from edgetune.trainers.config import load_config
 from edgetune.trainers.text import train_text
@@ -22,7 +23,7 @@ def runs(tmp_path_factory):
     data = write_topic_texts(root / "topics.jsonl")
     out = {}
     for method, arch, extra in (("lora", "bert", {"optim.lr": 1e-2}), ("prompt_tuning", "bert", {}),
-                                ("full", "roberta", {"optim.lr": 1e-2})):
+                                ("full", "roberta", {"optim.lr": 1e-2}), ("ia3", "distilbert", {})):
         cfg = load_config(overrides={"task": "text_classification", "data.path": str(data), "model.arch": arch,
                                      "model.weights": "random", "method": method, "optim.epochs": 3,
                                      "optim.batch_size": 16, "data.max_length": 24, **extra})
@@ -30,7 +31,7 @@ def runs(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "full"])
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "full", "ia3"])
 def test_bundle_passes_three_way_parity_and_predicts_like_pytorch(runs, tmp_path, method):
     result = export_bundle(runs[method], tmp_path / "bundle", device="cpu")
     manifest = verify_bundle(result.dir)
@@ -94,3 +95,18 @@ def test_real_minilm_lora_exports_and_passes_parity(tmp_path):
     bundle = export_bundle(tmp_path / "run", tmp_path / "bundle", device="cpu")
     assert bundle.parity["passed"] and bundle.parity["max_abs_diff"] <= 1e-4
     assert any(c["compared"] == "peft unmerged vs onnxruntime" for c in bundle.parity["cases"])
+
+
+def test_device_classifier_needs_neither_torch_nor_transformers(runs, tmp_path):
+    import subprocess
+    import sys
+
+    bundle = export_bundle(runs["lora"], tmp_path / "bundle", device="cpu").dir
+    script = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+              "from edgetune.export.text_runtime import TextBundlePredictor\n"
+              "p = TextBundlePredictor(sys.argv[1], device='cpu')\n"
+              "print(p.predict_texts(['pizza pasta oven'], top_k=1)[0].top[0][0])\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(bundle)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    expected = TextBundlePredictor(bundle, device="cpu").predict_texts(["pizza pasta oven"], top_k=1)[0].top[0][0]
+    assert proc.stdout.strip() == expected

@@ -93,7 +93,7 @@ def test_generation_flow_streams_tokens(server, tmp_path):
     assert exp.valid and jobs_pb2.Task.Name(exp.task) == "TASK_TEXT_GENERATION"
 
     pieces = list(client.generate(exp.id, "reverse: red cat sun", max_new_tokens=5))
-    assert 1 <= len(pieces) <= 5 and [p.index for p in pieces] == list(range(len(pieces)))
+    assert len(pieces) <= 5 and [p.index for p in pieces] == list(range(len(pieces)))
     local = TextGenerator(client.download(exp.id, tmp_path / "dl"), device="cpu")
     assert [p.token_id for p in pieces] == [t for t, _ in local.stream("reverse: red cat sun", 5)]
     assert "".join(p.text for p in pieces) == local.generate("reverse: red cat sun", 5)

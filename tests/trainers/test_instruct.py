@@ -6,7 +6,8 @@ import json
 import pytest
 
 from edgetune.trainers.config import load_config
-from edgetune.trainers.generation import IGNORE, PLAIN_TEMPLATE, encode_pairs, prompt_format
+from edgetune.prompting import PLAIN_TEMPLATE, prompt_format
+from edgetune.trainers.generation import IGNORE, encode_pairs
 from edgetune.trainers.text_models import train_tokenizer
 from edgetune.trainers.train import train
 from tests.conftest import write_reverse_pairs
@@ -22,7 +23,7 @@ def _cfg(data, **over):
 def test_loss_is_on_response_tokens_only_and_ends_with_eos():
     tok = train_tokenizer("llama", ["reverse: red cat sun", "sun cat red"] * 20)
     fmt = prompt_format(tok)
-    assert fmt == {"kind": "template", "template": PLAIN_TEMPLATE}
+    assert fmt["kind"] == "template" and fmt["template"] == PLAIN_TEMPLATE and fmt["bos_token"] == "<s>"
     rows, lengths, dropped = encode_pairs(tok, fmt, ["reverse: red cat sun", "x " * 200], ["sun cat red", "y"], 64)
     (ids, labels), = rows
     assert dropped == 1 and lengths[1] > 64  # the long prompt leaves no response token: left out
@@ -55,3 +56,34 @@ def test_methods_and_families_train_and_save_their_adapter(tmp_path, arch, metho
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "run" / "prompt.safetensors").is_file() == (method == "prompt_tuning")
     assert report["history"][0]["val_perplexity"] > 1.0
+
+
+def test_chat_templates_render_like_transformers_and_name_the_field_when_broken():
+    from edgetune.errors import InvalidArgument
+    from edgetune.prompting import encode_prompt, format_prompt
+
+    tok = train_tokenizer("llama", ["<|user|> hello there <|assistant|> hi"] * 20)
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}{% if loop.index > 5 %}{% break %}{% endif %}"
+                         "<|user|> {{ m['content'] }}{% endfor %}{% if add_generation_prompt %} <|assistant|>"
+                         "{% endif %}")
+    fmt = prompt_format(tok)
+    assert fmt["kind"] == "chat_template"
+    messages = [{"role": "user", "content": "hello there"}]
+    expected = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert format_prompt(fmt, "hello there") == expected and expected.startswith("<s>")
+    ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) else ids
+    assert encode_prompt(tok.backend_tokenizer, fmt, "hello there") == list(ids)
+    with pytest.raises(InvalidArgument) as e:
+        format_prompt({**fmt, "template": "{{ raise_exception('no system role') }}"}, "x")
+    assert e.value.subject == "prompt_format" and "no system role" in e.value.message
+
+
+def test_max_length_beyond_the_model_positions_names_the_field(tmp_path):
+    from edgetune.errors import InvalidArgument
+
+    data = write_reverse_pairs(tmp_path / "rev.jsonl", rows=20)
+    with pytest.raises(InvalidArgument) as e:  # tiny llama: 512 positions
+        train(_cfg(data, method="prompt_tuning", **{"data.max_length": 510}), tmp_path / "run")
+    assert e.value.subject == "data.max_length" and "16 virtual tokens" in e.value.message
+    assert not (tmp_path / "run").exists()

@@ -84,3 +84,16 @@ def test_generation_rows_and_token_lengths(tmp_path):
     add_token_lengths(report, [5, 10, 200, 300], 128)
     assert report.token_lengths["truncated"] == 2 and report.token_lengths["max"] == 300
     assert any("exceed max_length 128" in w for w in report.warnings)
+
+
+def test_line_breaks_inside_fields_are_kept(tmp_path):
+    rows = [{"text": f"line one\nline two {i}", "label": "a" if i % 2 else "b"} for i in range(10)]
+    rows.append({"text": "para\u2028sep", "label": "a"})
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f'"{r["text"]}",{r["label"]}\n' for r in rows))
+    for name in ("d.jsonl", "d.csv"):
+        train, val, _ = load_text_data(str(tmp_path / name), None, CLS, 0.2, False, 0)
+        assert sorted(train.a + val.a) == sorted(r["text"] for r in rows), name
+    (tmp_path / "big.csv").write_text("text,label\n" + "x" * 200_000 + ",a\n")
+    with pytest.raises(DataError, match="row 1: malformed CSV"):
+        load_text_data(str(tmp_path / "big.csv"), None, CLS, 0.2, False, 0)

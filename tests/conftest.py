@@ -94,8 +94,6 @@ def copy_with_broken_adapter(run_dir: Path, dest: Path) -> Path:
 
     shutil.copytree(run_dir, dest)
     path = dest / "adapter" / "adapter_model.safetensors"
-    tensors = load_file(str(path))
-    key = next(k for k in tensors if "lora_B" in k)
-    tensors[key] = tensors[key] + 0.5
+    tensors = {k: v + 0.5 if "lora_B" in k else v for k, v in load_file(str(path)).items()}
     save_file(tensors, str(path))
     return dest

@@ -47,8 +47,9 @@ def apply_text_method(model: nn.Module, cfg: TrainConfig) -> nn.Module:
         return model
     if cfg.method == "linear_probe":
         model.requires_grad_(False)
-        for name in spec.head:
-            model.get_submodule(name).requires_grad_(True)
+        for name, module in model.named_modules():
+            if any(name == h or name.endswith("." + h) for h in spec.head):
+                module.requires_grad_(True)
         return model
     if cfg.method == "lora":
         config = LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,

@@ -34,7 +34,8 @@ class TextArchSpec:
         tasks: which text tasks it serves (encoders classify, decoders generate).
         lora_targets: module-name suffixes LoRA adapts (peft ``target_modules``).
         ia3_targets / ia3_feedforward: IA3 scaled modules, and which of them are feed-forward.
-        head: the classification head modules the new label set needs (encoders).
+        head: the classification head modules that train with every method (encoders); names
+            match module-name suffixes, as peft's ``modules_to_save`` does.
         tokenizer: "wordpiece" or "bpe", for the tiny random-init tokenizer.
         tiny: the tiny random-init config (tests), vocab size set by the trained tokenizer.
     """
@@ -60,7 +61,7 @@ TEXT_ARCHITECTURES: dict[str, TextArchSpec] = {
     # pooler cost LoRA about 1.2 points of macro-F1 (0.968 vs 0.980 after 2 epochs).
     "bert": TextArchSpec("bert", (CLASSIFICATION,), ("query", "value"),
                          ("key", "value", "output.dense"), ("output.dense",), "wordpiece",
-                         head=("pooler", "classifier"), tiny=_ENC_TINY),
+                         head=("pooler.dense", "classifier"), tiny=_ENC_TINY),
     "distilbert": TextArchSpec("distilbert", (CLASSIFICATION,), ("q_lin", "v_lin"), ("k_lin", "v_lin", "lin2"),
                                ("lin2",), "wordpiece", head=("pre_classifier", "classifier"),
                                tiny={"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,

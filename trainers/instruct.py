@@ -25,10 +25,9 @@ from .loop import build_optimizer, build_scheduler
 from .methods import apply_text_method, trainable_parameters
 from .report import plot_curves
 from .run import PARITY_SAMPLES
-from .text import TokenizedRows, start_text_run, text_checkpoint_saver
-from .text_data import TextFields, add_token_lengths, load_text_data
-from .text_models import (GENERATION, check_positions, create_text_model, load_tokenizer,
-                          resolve_text_weights)
+from .text import TokenizedRows, prepare_text, start_text_run, text_checkpoint_saver
+from .text_data import add_token_lengths
+from .text_models import GENERATION
 from .text_run import load_text_run, load_unmerged
 
 EVAL_BATCH = 16
@@ -43,14 +42,7 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
         raise InvalidArgument("task", f"train_instruct does not handle {cfg.task!r}")
     files, generator, setup = begin_run(cfg, out_dir, resume, progress)
 
-    fields = TextFields(cfg.data.text_field, cfg.data.label_field, cfg.data.prompt_field, cfg.data.response_field)
-    train_rows, val_rows, data_report = load_text_data(cfg.data.path, cfg.data.val_path, cfg.task,
-                                                       cfg.data.val_fraction, cfg.data.skip_corrupt, cfg.seed, fields)
-    source = resolve_text_weights(cfg.model.arch, cfg.model.weights)
-    saved_tokenizer = load_tokenizer(files.tokenizer) if resume and files.tokenizer.is_dir() else None
-    model, tokenizer, weights_info = create_text_model(cfg.task, cfg.model.arch, source, 0, cfg.seed,
-                                                       train_rows.a + train_rows.b, saved_tokenizer)
-    check_positions(model, cfg.data.max_length, cfg.prompt.virtual_tokens if cfg.method == "prompt_tuning" else 0)
+    train_rows, val_rows, data_report, source, model, tokenizer, weights_info = prepare_text(cfg, files, resume)
     progress(LogLine(f"weights: {weights_info['source']}"))
     fmt = prompt_format(tokenizer)
     train_pairs, lengths, dropped = encode_pairs(tokenizer, fmt, train_rows.a, train_rows.b, cfg.data.max_length)

@@ -1,4 +1,4 @@
-"""The text recipe: ``train_text(config, out_dir) -> RunResult``.
+"""The text classification recipe: ``train_text(config, out_dir) -> RunResult``.
 
 Plain steps, top to bottom: rows -> validation report -> model + tokenizer -> method ->
 token lengths -> optimizer -> epochs (``fit``) -> best checkpoint -> final report. Sequence
@@ -24,9 +24,9 @@ from .image import RunResult
 from .loop import build_optimizer, build_scheduler, evaluate
 from .methods import apply_text_method, plain_model, prompt_embeddings, trainable_parameters
 from .report import final_metrics, plot_confusion, plot_curves
-from .run import PARITY_SAMPLES, RunFiles, read_model_meta
+from .run import PARITY_SAMPLES, RunFiles
 from .text_data import TextFields, add_token_lengths, load_text_data
-from .text_models import (CLASSIFICATION, GENERATION, check_positions, create_text_model, load_tokenizer,
+from .text_models import (CLASSIFICATION, check_positions, create_text_model, load_tokenizer,
                           resolve_text_weights)
 from .text_run import load_text_run
 
@@ -88,26 +88,12 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
         progress: receives step, epoch and log events.
         resume: continue from ``out_dir/state/last.pt`` after the last finished epoch.
     """
-    if cfg.task == GENERATION:
-        from .instruct import train_instruct
-
-        return train_instruct(cfg, out_dir, progress, resume)
     if cfg.task != CLASSIFICATION:
         raise InvalidArgument("task", f"train_text does not handle {cfg.task!r}")
     files, generator, setup = begin_run(cfg, out_dir, resume, progress)
 
-    # Data: read, validate and split before anything expensive.
-    fields = TextFields(cfg.data.text_field, cfg.data.label_field, cfg.data.prompt_field, cfg.data.response_field)
-    train_rows, val_rows, data_report = load_text_data(cfg.data.path, cfg.data.val_path, cfg.task,
-                                                       cfg.data.val_fraction, cfg.data.skip_corrupt, cfg.seed, fields)
+    train_rows, val_rows, data_report, source, model, tokenizer, weights_info = prepare_text(cfg, files, resume)
     classes = data_report.classes
-
-    # Model and tokenizer from local weights, then the method.
-    source = resolve_text_weights(cfg.model.arch, cfg.model.weights)
-    saved_tokenizer = load_tokenizer(files.tokenizer) if resume and files.tokenizer.is_dir() else None
-    model, tokenizer, weights_info = create_text_model(cfg.task, cfg.model.arch, source, len(classes), cfg.seed,
-                                                       train_rows.a, saved_tokenizer)
-    check_positions(model, cfg.data.max_length, cfg.prompt.virtual_tokens if cfg.method == "prompt_tuning" else 0)
     model.config.id2label = dict(enumerate(classes))
     model.config.label2id = {c: i for i, c in enumerate(classes)}
     progress(LogLine(f"weights: {weights_info['source']}"))
@@ -173,6 +159,25 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
 PEFT_METHODS = ("lora", "ia3", "prompt_tuning")
 
 
+def prepare_text(cfg: TrainConfig, files: RunFiles, resume: bool):
+    """Rows (read, validated, split before anything expensive), then the model and its tokenizer
+    from local weights. A resumed run keeps its saved tokenizer.
+
+    Returns (train rows, val rows, data report, weights source, model, tokenizer, weights report).
+    """
+    fields = TextFields(cfg.data.text_field, cfg.data.label_field, cfg.data.prompt_field, cfg.data.response_field)
+    train_rows, val_rows, data_report = load_text_data(cfg.data.path, cfg.data.val_path, cfg.task,
+                                                       cfg.data.val_fraction, cfg.data.skip_corrupt, cfg.seed, fields)
+    source = resolve_text_weights(cfg.model.arch, cfg.model.weights)
+    saved_tokenizer = load_tokenizer(files.tokenizer) if resume and files.tokenizer.is_dir() else None
+    # A random-init tokenizer learns from what the model will read: texts, or prompts and responses.
+    corpus = train_rows.a if cfg.task == CLASSIFICATION else train_rows.a + train_rows.b
+    model, tokenizer, weights_info = create_text_model(cfg.task, cfg.model.arch, source, len(data_report.classes),
+                                                       cfg.seed, corpus, saved_tokenizer)
+    check_positions(model, cfg.data.max_length, cfg.prompt.virtual_tokens if cfg.method == "prompt_tuning" else 0)
+    return train_rows, val_rows, data_report, source, model, tokenizer, weights_info
+
+
 def start_text_run(files: RunFiles, cfg: TrainConfig, tokenizer, base_state: dict | None,
                    parity_rows: list[dict]) -> None:
     """Create the run folder (only once set-up succeeded): config, tokenizer, the random-init
@@ -211,8 +216,4 @@ def _plain_forward(model: nn.Module, device: torch.device):
 
     return forward
 
-
-def run_task(run_dir: str | Path) -> str:
-    """The task a finished run was trained for."""
-    return read_model_meta(run_dir).get("task", "image_classification")
 

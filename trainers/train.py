@@ -15,13 +15,15 @@ from edgetune.progress import ProgressSink, silent
 from .config import IMAGE, TrainConfig, config_from_dict
 from .image import RunResult, train_image
 from .run import RunFiles
+from .instruct import train_instruct
 from .text import train_text
+from .text_models import CLASSIFICATION, GENERATION
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = silent, resume: bool = False
           ) -> RunResult:
     """Fine-tune per ``cfg.task`` and write the run directory (see ``run.py``)."""
-    recipe = train_image if cfg.task == IMAGE else train_text
+    recipe = {IMAGE: train_image, CLASSIFICATION: train_text, GENERATION: train_instruct}[cfg.task]
     return recipe(cfg, out_dir, progress, resume)
 
 

@@ -47,7 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, help="bundle directory to create")
     exp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     exp.add_argument("--force", action="store_true", help="replace an existing bundle")
-    exp.add_argument("--atol", type=float, help="parity tolerance, max abs diff (default 1e-4)")
+    exp.add_argument("--atol", type=float, help="parity tolerance, absolute part (default: the task's, see "
+                                                "export/specs.py); per output |ort - torch| <= atol + rtol*|torch|")
+    exp.add_argument("--rtol", type=float, help="parity tolerance, relative part (default: the task's)")
+    exp.add_argument("--allow-degenerate", action="store_true",
+                     help="export a run whose training report flags the model as degenerate")
+    exp.add_argument("--allow-unfinished", action="store_true",
+                     help="export the best checkpoint so far of a run that has not finished training")
 
     pred = sub.add_parser("predict", help="classify images or texts with a bundle in ONNX Runtime")
     pred.add_argument("bundle")
@@ -154,8 +160,13 @@ def _export(args) -> int:
     from edgetune.export.parity import parity_line
     from edgetune.progress import TerminalProgress
 
-    result = export_bundle(args.run, args.out, device=args.device, force=args.force, atol=args.atol,
+    result = export_bundle(args.run, args.out, device=args.device, force=args.force, atol=args.atol, rtol=args.rtol,
+                           allow_degenerate=args.allow_degenerate, allow_unfinished=args.allow_unfinished,
                            progress=TerminalProgress())
+    source = result.manifest["source_run"]
+    print(f"exported epoch {source['epoch']} of {source['epochs']}"
+          + ("" if source["finished"] else " (training had not finished)")
+          + "".join(f"; exported despite: {k}" for k in source["exported_despite"]))
     print(parity_line(result.parity))
     print(f"bundle: {result.dir}")
     return 0

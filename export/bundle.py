@@ -4,7 +4,10 @@ BUNDLE/
   model.onnx      labels, preprocessing / tokenization and task also in its metadata_props
   tokenizer/      text bundles: tokenizer.json and its config (how to tokenize is in the manifest)
   manifest.json   labels, preprocessing or tokenization, input/output names and shapes, opset,
-                  sha256 of each file, source run, parity report, and ``valid: true``
+                  sha256 of each file, source run (which epoch of how many, finished, degenerate,
+                  what was exported despite), parity report, and ``valid: true``
+
+Unfinished and degenerate runs (``run_status``) are refused unless allowed explicitly.
 
 Built in a temp folder and renamed into place only when the parity gate passes. On failure the
 folder is kept as ``BUNDLE.invalid`` (manifest ``valid: false``) for diagnosis and ParityError
@@ -28,18 +31,19 @@ import torch
 from safetensors.numpy import load_file as load_numpy
 
 import edgetune
-from edgetune.errors import InvalidArgument, NotFound, ParityError
-from edgetune.imaging import normalize
+from edgetune.errors import FailedPrecondition, InvalidArgument, NotFound, ParityError
+from edgetune.imaging import Preprocessing, normalize
 from edgetune.progress import LogLine, ProgressSink, silent
 from edgetune.integrity import sha256_file
 from edgetune.trainers.checkpoint import save_json
-from edgetune.trainers.run import RunFiles, load_run_model, read_model_meta
+from edgetune.trainers.run import RunFiles, RunStatus, load_run_model, read_model_meta, run_status
 
 from .onnx_export import export_onnx
-from .parity import ParityReport, check_parity
+from .parity import ImageContract, ParityReport, check_parity
 from .runtime import BUNDLE_FORMAT, create_session
-from .specs import EXPORT_SPECS, ExportSpec
+from .specs import EXPORT_SPECS, ExportSpec, Tolerance
 
+PRECISION = "fp32"  # what export_bundle writes; INT8 / FP16 variants will add theirs
 
 
 @dataclass
@@ -52,12 +56,17 @@ class BundleResult:
         return self.manifest["parity"]
 
 
-def held_out_inputs(run_dir: Path, preprocessing) -> np.ndarray:
-    """The run's saved validation images, normalized exactly as on a device."""
+def held_out_pixels(run_dir: Path) -> np.ndarray:
+    """The run's saved validation images (uint8 NHWC at the model's input size)."""
     path = RunFiles(run_dir).parity_samples
     if not path.is_file():
         raise NotFound(str(run_dir), "run has no parity_samples.safetensors")
-    return normalize(load_numpy(str(path))["pixels"], preprocessing)
+    return load_numpy(str(path))["pixels"]
+
+
+def held_out_inputs(run_dir: Path, preprocessing) -> np.ndarray:
+    """The run's saved validation images, normalized exactly as on a device."""
+    return normalize(held_out_pixels(run_dir), preprocessing)
 
 
 def held_out_paths(run_dir: Path) -> list[str]:
@@ -69,13 +78,19 @@ def held_out_paths(run_dir: Path) -> list[str]:
 
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto", force: bool = False,
-                  atol: float | None = None, progress: ProgressSink = silent) -> BundleResult:
+                  atol: float | None = None, rtol: float | None = None, allow_degenerate: bool = False,
+                  allow_unfinished: bool = False, progress: ProgressSink = silent) -> BundleResult:
     """Export a run's best checkpoint, gate it on parity, and write the bundle.
 
     Args:
-        atol: overrides the spec's max abs diff tolerance (default 1e-4 in fp32).
+        atol, rtol: override the spec's fp32 tolerance (``|ort - torch| <= atol + rtol * |torch|``).
+        allow_degenerate: export a run whose training report flags the model as degenerate
+            (constant outputs, or accuracy not above the majority class); refused otherwise.
+        allow_unfinished: export the best checkpoint so far of a run still training (or stopped
+            before its last epoch); refused otherwise.
 
     Raises:
+        FailedPrecondition: the run is unfinished or degenerate and that was not allowed.
         ParityError: ONNX Runtime disagrees with PyTorch; nothing valid is written.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -84,11 +99,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
     task = meta.get("task", "image_classification")
     if task not in BUILDERS:
         raise InvalidArgument("run", f"exporting {task} runs is not supported yet")
-    spec = EXPORT_SPECS[task]
-    if atol is not None:
-        if not atol > 0:
-            raise InvalidArgument("atol", f"must be > 0, got {atol}")
-        spec = dataclasses.replace(spec, atol=atol)
+    status = run_status(run_dir)
+    _check_status(status, allow_degenerate, allow_unfinished)
+    spec = _with_tolerance(EXPORT_SPECS[task], atol, rtol)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -96,12 +109,14 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
         fields, check = BUILDERS[task](run_dir, tmp, spec, device)
         progress(LogLine(f"exported ONNX opset {spec.opset} in {time.monotonic() - t0:.1f}s; checking parity"))
         manifest = {
-            "format": BUNDLE_FORMAT, "valid": False, "task": task,
+            "format": BUNDLE_FORMAT, "valid": False, "task": task, "precision": PRECISION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "edgetune_version": edgetune.__version__, **fields, "opset": spec.opset,
             "source_run": {"dir": str(run_dir.resolve()), "arch": meta["arch"], "method": meta.get("method"),
-                           "task": task,
-                           "base_weights": meta.get("weights"), "epoch": meta.get("epoch"),
+                           "task": task, "base_weights": meta.get("weights"), **status.to_dict(),
+                           "exported_despite": [k for k, allowed in (("unfinished", allow_unfinished),
+                                                                     ("degenerate", allow_degenerate))
+                                                if allowed and getattr(status, k)],
                            "val_metrics": meta.get("metrics")},
         }
         try:
@@ -126,16 +141,40 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _with_tolerance(spec: ExportSpec, atol: float | None, rtol: float | None) -> ExportSpec:
+    """``spec`` with its fp32 tolerance overridden where asked (finite, atol > 0, rtol >= 0)."""
+    if atol is None and rtol is None:
+        return spec
+    base = spec.tolerance(PRECISION)
+    if atol is not None and not (0 < atol < 1):  # also refuses inf/nan: the gate cannot be switched off
+        raise InvalidArgument("atol", f"must be in (0, 1), got {atol}")
+    if rtol is not None and not (0 <= rtol < 1):
+        raise InvalidArgument("rtol", f"must be in [0, 1), got {rtol}")
+    tolerance = Tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol)
+    return dataclasses.replace(spec, tolerances={**spec.tolerances, PRECISION: tolerance})
+
+
+def _check_status(status: RunStatus, allow_degenerate: bool, allow_unfinished: bool) -> None:
+    if status.unfinished and not allow_unfinished:
+        raise FailedPrecondition("run", f"training has not finished: the best checkpoint so far is from epoch "
+                                        f"{status.epoch} of {status.epochs}; export refused unless allowed "
+                                        "explicitly (--allow-unfinished)")
+    if status.degenerate and not allow_degenerate:
+        raise FailedPrecondition("run", "the model is degenerate: " + "; ".join(status.degenerate) +
+                                 "; export refused unless allowed explicitly (--allow-degenerate, or "
+                                 "allow_degenerate in ExportModel)")
+
+
 def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
                     ) -> tuple[dict, Callable[[], ParityReport]]:
     """Write an image classifier's model.onnx; return its manifest fields and its parity gate."""
     run = load_run_model(run_dir)
-    held_out = held_out_inputs(run_dir, run.preprocessing)
+    pixels = held_out_pixels(run_dir)
     metadata = {"edgetune.task": spec.task, "edgetune.labels": run.classes,
                 "edgetune.preprocessing": run.preprocessing.to_dict(),
                 "edgetune.source_run": str(run_dir.resolve()), "edgetune.version": edgetune.__version__}
     # Batch 2 at least, so the exporter cannot specialise the batch axis to 1.
-    sample = torch.from_numpy(np.resize(held_out, (2, *held_out.shape[1:])))
+    sample = torch.from_numpy(normalize(np.resize(pixels, (2, *pixels.shape[1:])), run.preprocessing))
     model_path = export_onnx(run.model, (sample,), spec, folder / "model.onnx", metadata)
     session = create_session(model_path, device)
     size = run.preprocessing.size
@@ -144,7 +183,10 @@ def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
         "inputs": [{"name": spec.input_names[0], "dtype": "float32", "shape": ["batch", 3, size, size]}],
         "outputs": [{"name": spec.outputs[0], "dtype": "float32", "shape": ["batch", len(run.classes)]}],
     }
-    return fields, lambda: check_parity(run.model, session, spec, held_out)
+    # The candidate side reads what a device reads: the manifest's preprocessing and labels.
+    device_side = ImageContract(Preprocessing.from_dict(fields["preprocessing"]), list(fields["labels"]))
+    return fields, lambda: check_parity(run.model, session, spec, pixels, ImageContract(run.preprocessing, run.classes),
+                                        device_side)
 
 
 def _text_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str):

@@ -16,17 +16,21 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgetune.errors import InvalidArgument, ParityError
+from edgetune.errors import InvalidArgument
+
+from .specs import FP32_TEXT, Tolerance
 
 if TYPE_CHECKING:
     import onnxruntime as ort
     import torch
+
+    from .parity import ParityReport
 
 _PAD_POSITION = 1  # position id fed to padding tokens; their outputs are never read
 
@@ -298,52 +302,19 @@ def prompt_prefix_past(peft_model: torch.nn.Module) -> list[np.ndarray]:
     return [t.float().numpy().copy() for layer in out.cache.layers for t in (layer.keys, layer.values)]
 
 
-@dataclass
-class GenerationParityReport:
-    atol: float
-    providers: list[str]
-    prompts: int = 0
-    tokens_compared: int = 0
-    tokens_agreed: int = 0
-    max_abs_diff: float = 0.0
-    mismatches: list[str] = field(default_factory=list)
-
-    @property
-    def token_agreement(self) -> float:
-        return self.tokens_agreed / self.tokens_compared if self.tokens_compared else 0.0
-
-    @property
-    def passed(self) -> bool:
-        return (self.tokens_compared > 0 and self.token_agreement == 1.0 and not self.mismatches
-                and self.max_abs_diff <= self.atol)
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "atol": self.atol, "max_abs_diff": self.max_abs_diff,
-                "token_agreement": self.token_agreement, "tokens_compared": self.tokens_compared,
-                "prompts": self.prompts, "providers": self.providers, "mismatches": self.mismatches}
-
-    def summary(self) -> str:
-        text = (f"generation parity {'PASSED' if self.passed else 'FAILED'}: max abs logit diff "
-                f"{self.max_abs_diff:.3e} (tolerance {self.atol:.0e}), token agreement {self.token_agreement:.2%} "
-                f"over {self.tokens_compared} tokens from {self.prompts} prompts")
-        return text + ("; " + "; ".join(self.mismatches[:3]) if self.mismatches else "")
-
-
-def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    return float("inf") if np.isnan(diff).any() else float(diff.max())
-
-
 def check_generation_parity(reference_model: torch.nn.Module, session: ort.InferenceSession, io: DecoderIO,
                             prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None = None,
-                            atol: float = 1e-4, initial_past: list[np.ndarray] | None = None
-                            ) -> GenerationParityReport:
-    """Greedy generation in PyTorch and ONNX Runtime must agree token for token, logits within ``atol``.
+                            tolerance: Tolerance = FP32_TEXT, initial_past: list[np.ndarray] | None = None,
+                            large_batch: int = 16, reference: str = "pytorch") -> ParityReport:
+    """Greedy generation in ONNX Runtime must follow PyTorch's, with ``parity.py``'s rules.
 
-    Per prompt, the logits of every step (prefill's last position, then each decode step) are
-    compared up to the first differing token. Then the prompts, left-padded into one batch, go
-    through a single prefill whose logits at every real position must match PyTorch's unpadded
-    forward pass: this exercises the dynamic batch and sequence axes.
+    Per prompt (batch 1), the logits of every step (prefill's last position, then each decode
+    step) must be within ``tolerance``, and the token must be PyTorch's wherever PyTorch's top-2
+    gap is a decision. A differing token ends that prompt's comparison (the sequences part); it
+    fails the gate unless PyTorch's own choice was a tie within the tolerance. Then the prompts,
+    left-padded in batches of ``large_batch``, go through one prefill each whose logits at every
+    real position must match PyTorch's unpadded forward pass: this exercises the dynamic batch
+    and sequence axes.
 
     Returns the report when it passes; raises ParityError carrying the report otherwise.
     """
@@ -351,31 +322,41 @@ def check_generation_parity(reference_model: torch.nn.Module, session: ort.Infer
 
     from edgetune.trainers.generation import greedy_with_logits
 
+    from .parity import CaseBuilder, ParityReport, batches_of, decisive, raise_unless_passed
+
     if not prompts:
         raise InvalidArgument("prompts", "needs at least one prompt")
     reference_model = reference_model.eval()
     generator = OrtGenerator(session, io, initial_past)
-    report = GenerationParityReport(atol, session.get_providers(), prompts=len(prompts))
-    for n, prompt in enumerate(prompts):
+    report = ParityReport("fp32", tolerance, session.get_providers())
+    greedy = CaseBuilder(f"greedy generation, {len(prompts)} held-out prompts, up to {max_new_tokens} new tokens",
+                         reference, "onnxruntime", tolerance)
+    for prompt in prompts:
         ref_tokens, ref_logits = greedy_with_logits(reference_model, prompt, max_new_tokens, eos_token_id)
         got = list(generator.stream_logits(prompt, max_new_tokens, eos_token_id))
-        if len(got) != len(ref_tokens):
-            report.mismatches.append(f"prompt {n}: {len(got)} tokens, PyTorch gives {len(ref_tokens)}")
-        for step, ((token, row), ref_token, ref_row) in enumerate(zip(got, ref_tokens, ref_logits)):
-            report.tokens_compared += 1
-            report.max_abs_diff = max(report.max_abs_diff, _max_diff(row, ref_row))
+        for (token, row), ref_token, ref_row in zip(got, ref_tokens, ref_logits):
+            greedy.add_values(ref_row[None], row[None], 1)
+            if not decisive(ref_row, tolerance):
+                greedy.ties += 1
+            else:
+                greedy.top1_compared += 1
+                greedy.top1_agreed += int(token == ref_token)
             if token != ref_token:
-                report.mismatches.append(f"prompt {n} step {step}: token {token}, PyTorch gives {ref_token}")
                 break
-            report.tokens_agreed += 1
+    greedy.batch_size = 1
+    report.cases.append(greedy.build())
 
-    logits, mask = generator.prefill(prompts)
-    width = mask.shape[1]
-    for n, prompt in enumerate(prompts):
-        with torch.inference_mode():
-            ids = torch.tensor([prompt], dtype=torch.long)
-            ref = reference_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -len(prompt):]
-        report.max_abs_diff = max(report.max_abs_diff, _max_diff(logits[n, width - len(prompt):], ref.float().numpy()))
-    if not report.passed:
-        raise ParityError("model.onnx", report.summary(), report)
-    return report
+    prefill = CaseBuilder(f"prefill of {len(prompts)} held-out prompts, left-padded, batch {large_batch}",
+                          reference, "onnxruntime", tolerance)
+    for chunk in batches_of(prompts, large_batch):
+        logits, mask = generator.prefill(chunk)
+        width = mask.shape[1]
+        for n, prompt in enumerate(chunk):
+            with torch.inference_mode():
+                ids = torch.tensor([prompt], dtype=torch.long)
+                ref = reference_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -len(prompt):]
+            prefill.add_values(ref.float().numpy(), logits[n, width - len(prompt):], 0)
+        prefill.samples += len(chunk)
+        prefill.batch_size = max(prefill.batch_size, len(chunk))
+    report.cases.append(prefill.build())
+    return raise_unless_passed(report)

@@ -1,16 +1,26 @@
-"""The parity gate: PyTorch and ONNX Runtime must agree, or the export fails.
+"""The parity gate: an exported model must compute what PyTorch computes, or the export fails.
 
-Compared on held-out validation samples and on random inputs, each at batch 1 and at a larger
-batch: input / output names and shapes first, then values (max abs diff, max rel diff, top-1
-agreement). Every comparison is a ``ParityCase`` between two runners; text exports add a third
-party (the unmerged peft model) in ``text_parity.py``.
-``max_rel_diff`` is max|ort - torch| / max|torch| over a case, a scale-free view of the error.
+The rules, the same for every task (image and text classifiers, the three-way peft gate, greedy
+generation):
+
+- Values: every output value must satisfy ``|got - ref| <= atol + rtol * |ref|`` with the
+  spec's ``Tolerance`` for the bundle's precision. A case reports its ``margin``, the largest
+  ``|got - ref| / (atol + rtol * |ref|)``: it passes at margin <= 1.
+- Decisions: on held-out real samples the label a device reads (the bundle's labels at the
+  candidate's argmax) must equal the reference's, counting only samples whose reference top-2
+  gap exceeds what the tolerance lets both values move. A tie within rounding is no decision,
+  and random inputs check values only.
+- Every held-out sample is compared at batch 1 and at the spec's large batch.
+
+Each ``ParityCase`` names what it compares with what; the report names the precision and the
+ONNX Runtime providers, so a later fp16 or int8 variant fits the same structure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -18,56 +28,195 @@ import torch
 import torch.nn as nn
 
 from edgetune.errors import ParityError
+from edgetune.imaging import Preprocessing, normalize
 
-from .specs import ExportSpec
+from .specs import ExportSpec, Tolerance
+
+Feed = dict[str, np.ndarray]
+Runner = Callable[[Any], np.ndarray]  # one batch -> float logits [batch, classes]
 
 
 @dataclass
 class ParityCase:
-    name: str
+    """One comparison of a candidate runtime against a reference over a set of inputs."""
+
+    name: str  # which inputs, at which batch size
+    reference: str  # e.g. "pytorch", "peft unmerged"
+    candidate: str  # e.g. "onnxruntime"
     batch_size: int
     samples: int
     max_abs_diff: float
-    max_rel_diff: float
-    top1_agreement: float
-    compared: str = "pytorch vs onnxruntime"
+    max_rel_diff: float  # max |got - ref| / max |ref|: a scale-free view of the error
+    margin: float  # max |got - ref| / (atol + rtol |ref|); passes at <= 1
+    top1_compared: int = 0  # held-out samples whose reference top-2 gap is a decision
+    top1_agreed: int = 0
+    ties: int = 0  # held-out samples whose top-2 gap is within the tolerance (not counted)
+
+    @property
+    def compared(self) -> str:
+        return f"{self.reference} vs {self.candidate}"
+
+    @property
+    def top1_agreement(self) -> float | None:
+        return self.top1_agreed / self.top1_compared if self.top1_compared else None
+
+    @property
+    def passed(self) -> bool:
+        return self.margin <= 1.0 and self.top1_agreed == self.top1_compared
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "compared": self.compared, "top1_agreement": self.top1_agreement,
+                "passed": self.passed}
 
 
 @dataclass
 class ParityReport:
-    atol: float
+    precision: str
+    tolerance: Tolerance
     providers: list[str]
     cases: list[ParityCase] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # failed checks that are not value comparisons
+
+    @property
+    def margin(self) -> float:
+        return max((c.margin for c in self.cases), default=float("inf"))
 
     @property
     def max_abs_diff(self) -> float:
-        return max(c.max_abs_diff for c in self.cases)
+        return max((c.max_abs_diff for c in self.cases), default=float("inf"))
 
     @property
     def max_rel_diff(self) -> float:
-        return max(c.max_rel_diff for c in self.cases)
+        return max((c.max_rel_diff for c in self.cases), default=float("inf"))
 
     @property
-    def top1_agreement(self) -> float:
-        return min(c.top1_agreement for c in self.cases)
+    def top1_compared(self) -> int:
+        return sum(c.top1_compared for c in self.cases)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        compared = self.top1_compared
+        return sum(c.top1_agreed for c in self.cases) / compared if compared else None
 
     @property
     def passed(self) -> bool:
-        return bool(self.cases) and self.max_abs_diff <= self.atol and self.top1_agreement == 1.0
+        return bool(self.cases) and all(c.passed for c in self.cases) and not self.problems
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "atol": self.atol, "max_abs_diff": self.max_abs_diff,
-                "max_rel_diff": self.max_rel_diff, "top1_agreement": self.top1_agreement,
-                "providers": self.providers, "cases": [asdict(c) for c in self.cases]}
+        return {"passed": self.passed, "precision": self.precision, **self.tolerance.to_dict(),
+                "margin": self.margin, "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
+                "top1_agreement": self.top1_agreement, "top1_compared": self.top1_compared,
+                "providers": self.providers, "problems": self.problems,
+                "cases": [c.to_dict() for c in self.cases]}
 
     def summary(self) -> str:
-        return (f"parity {'PASSED' if self.passed else 'FAILED'}: max abs diff {self.max_abs_diff:.3e} "
-                f"(tolerance {self.atol:.0e}), max rel diff {self.max_rel_diff:.3e}, "
-                f"top-1 agreement {self.top1_agreement:.2%} over {sum(c.samples for c in self.cases)} samples")
+        return parity_line(self.to_dict())
 
 
-Feed = dict[str, np.ndarray]
-Runner = Callable[[Feed], np.ndarray]  # one feed -> float logits [batch, classes]
+def parity_line(parity: dict) -> str:
+    """One line for a parity report (``ParityReport.to_dict()``, as saved in a manifest)."""
+    if "margin" not in parity:  # a gate that stopped before comparing values
+        return f"parity FAILED: {parity.get('error', 'no comparison ran')}"
+    agreement = parity["top1_agreement"]
+    decisions = (f"top-1 agreement {agreement:.2%} over {parity['top1_compared']} held-out decisions"
+                 if agreement is not None else "no held-out decision outside the tolerance")
+    ties = sum(c.get("ties", 0) for c in parity["cases"])
+    line = (f"parity {'PASSED' if parity['passed'] else 'FAILED'} ({parity['precision']}, "
+            f"{', '.join(parity['providers'])}): margin {parity['margin']:.3f} of the tolerance "
+            f"|diff| <= {parity['atol']:.0e} + {parity['rtol']:.0e}*|ref| (max abs diff "
+            f"{parity['max_abs_diff']:.3e}), {decisions}" + (f", {ties} ties not counted" if ties else ""))
+    failed = [c for c in parity["cases"] if not c.get("passed", True)]
+    if failed:
+        c = failed[0]
+        line += (f"; first failing case: {c['compared']}, {c['name']} (margin {c['margin']:.3g}, "
+                 f"top-1 {c['top1_agreed']}/{c['top1_compared']})")
+    if parity.get("problems"):
+        line += "; " + "; ".join(parity["problems"][:3])
+    return line
+
+
+def value_margin(ref: np.ndarray, got: np.ndarray, tolerance: Tolerance) -> tuple[float, float]:
+    """(max abs diff, margin) of ``got`` against ``ref``; NaN or inf anywhere gives inf."""
+    if got.shape != ref.shape:
+        raise ParityError("model.onnx", f"output shape {got.shape}, reference gives {ref.shape}")
+    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    if not np.isfinite(diff).all():
+        return float("inf"), float("inf")
+    if diff.size == 0:
+        return 0.0, 0.0
+    return float(diff.max()), float((diff / tolerance.allowed(ref)).max())
+
+
+def decisive(ref: np.ndarray, tolerance: Tolerance) -> np.ndarray:
+    """Per row of ``ref`` ([..., classes]): is its top-1 ahead of its top-2 by more than the
+    tolerance lets both values move? Rows with one class always decide."""
+    if ref.shape[-1] < 2:
+        return np.ones(ref.shape[:-1], dtype=bool)
+    top2 = np.sort(ref.astype(np.float64), axis=-1)[..., -2:]
+    allowed = tolerance.allowed(top2)
+    return top2[..., 1] - top2[..., 0] > allowed[..., 0] + allowed[..., 1]
+
+
+@dataclass
+class CaseBuilder:
+    """Accumulates one ``ParityCase`` batch by batch."""
+
+    name: str
+    reference: str
+    candidate: str
+    tolerance: Tolerance
+    batch_size: int = 0
+    samples: int = 0
+    max_abs: float = 0.0
+    ref_max: float = 0.0
+    margin: float = 0.0
+    top1_compared: int = 0
+    top1_agreed: int = 0
+    ties: int = 0
+
+    def add_values(self, ref: np.ndarray, got: np.ndarray, rows: int) -> None:
+        abs_diff, margin = value_margin(ref, got, self.tolerance)
+        self.max_abs, self.margin = max(self.max_abs, abs_diff), max(self.margin, margin)
+        self.ref_max = max(self.ref_max, float(np.abs(ref).max()) if ref.size else 0.0)
+        self.samples += rows
+        self.batch_size = max(self.batch_size, rows)
+
+    def add_decisions(self, ref: np.ndarray, got: np.ndarray, ref_labels: Sequence, got_labels: Sequence) -> None:
+        """Top-1 of each row of ``[rows, classes]`` logits, read through each side's labels."""
+        ref_top, got_top = ref.argmax(-1), got.argmax(-1)
+        for row, counts in enumerate(decisive(ref, self.tolerance)):
+            if not counts:
+                self.ties += 1
+                continue
+            self.top1_compared += 1
+            self.top1_agreed += int(_label(ref_labels, ref_top[row]) == _label(got_labels, got_top[row]))
+
+    def build(self) -> ParityCase:
+        rel = self.max_abs / self.ref_max if self.ref_max > 0 else (0.0 if self.max_abs == 0 else float("inf"))
+        return ParityCase(self.name, self.reference, self.candidate, self.batch_size, self.samples, self.max_abs,
+                          rel, self.margin, self.top1_compared, self.top1_agreed, self.ties)
+
+
+def _label(labels: Sequence, index: int):
+    return labels[index] if 0 <= index < len(labels) else f"<output {index} has no label>"
+
+
+def compare(name: str, reference: Runner, candidate: Runner, batches: list, tolerance: Tolerance,
+            labels: tuple[Sequence, Sequence] | None = None, parties: tuple[str, str] = ("pytorch", "onnxruntime")
+            ) -> ParityCase:
+    """Run both runners on every batch: values always; top-1 decisions when ``labels`` (the
+    reference's and the candidate's class names) are given, i.e. on held-out real samples."""
+    case = CaseBuilder(name, *parties, tolerance)
+    for batch in batches:
+        ref, got = reference(batch), candidate(batch)
+        case.add_values(ref, got, len(ref))
+        if labels is not None:
+            case.add_decisions(ref, got, *labels)
+    return case.build()
+
+
+def batches_of(x: Sequence, batch_size: int) -> list:
+    return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
 
 
 def torch_runner(model: nn.Module, names: list[str]) -> Runner:
@@ -90,57 +239,71 @@ def ort_runner(session: ort.InferenceSession, spec: ExportSpec) -> Runner:
     return lambda feed: session.run(None, feed)[0]
 
 
-def compare(name: str, reference: Runner, candidate: Runner, feeds: list[Feed],
-            compared: str = "pytorch vs onnxruntime") -> ParityCase:
-    """Max abs / rel difference and top-1 agreement of two runners over ``feeds``."""
-    abs_max, ref_max, agree, n, batch = 0.0, 0.0, 0, 0, 0
-    for feed in feeds:
-        ref, got = reference(feed), candidate(feed)
-        if got.shape != ref.shape:
-            raise ParityError("model.onnx", f"{name}: output shape {got.shape}, reference gives {ref.shape}")
-        diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-        abs_max = max(abs_max, float(diff.max()) if not np.isnan(diff).any() else float("inf"))
-        ref_max = max(ref_max, float(np.abs(ref).max()))
-        agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
-        n += len(ref)
-        batch = max(batch, len(ref))
-    return ParityCase(name, batch, n, abs_max, abs_max / max(ref_max, 1e-12), agree / max(n, 1), compared)
+@dataclass(frozen=True)
+class ImageContract:
+    """What turns held-out pixels into a named class: preprocessing and labels in output order.
+    The reference's comes from the training run, the candidate's from the bundle's manifest."""
+
+    preprocessing: Preprocessing
+    labels: list[str]
 
 
-def _image_feeds(spec: ExportSpec, x: np.ndarray, batch_size: int) -> list[Feed]:
-    name = spec.input_names[0]
-    return [{name: np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)}
-            for i in range(0, len(x), batch_size)]
+def check_parity(model: nn.Module, session: ort.InferenceSession, spec: ExportSpec, pixels: np.ndarray,
+                 reference: ImageContract, device: ImageContract, precision: str = "fp32",
+                 seed: int = 0) -> ParityReport:
+    """Image classifiers: held-out images through training's pipeline (torch normalization,
+    PyTorch) and the device's (the bundle's preprocessing in numpy, ONNX Runtime), then random
+    normalized inputs through both runtimes.
 
-
-def check_parity(model: nn.Module, session: ort.InferenceSession, spec: ExportSpec,
-                 held_out: np.ndarray, seed: int = 0) -> ParityReport:
-    """Image classifiers: run both runtimes on ``held_out`` (normalized NCHW float32) and random inputs.
+    Args:
+        pixels: held-out images, uint8 NHWC at the model's input size.
 
     Returns the report when it passes; raises ParityError carrying the report otherwise.
     """
+    from edgetune.trainers.loop import Normalizer
+
     model = model.eval().float().cpu()
+    tolerance = spec.tolerance(precision)
+    norm = Normalizer(reference.preprocessing.mean, reference.preprocessing.std)
+    names = spec.input_names
+    torch_float, ort_float = torch_runner(model, names), ort_runner(session, spec)
+
+    def torch_pixels(x: np.ndarray) -> np.ndarray:  # as in training and validation
+        with torch.inference_mode():
+            return model(norm(torch.from_numpy(x).permute(0, 3, 1, 2))).float().numpy()
+
+    def ort_pixels(x: np.ndarray) -> np.ndarray:  # as on a device
+        return ort_float({names[0]: normalize(x, device.preprocessing)})
+
     rng = np.random.default_rng(seed)
-    random_inputs = rng.standard_normal((2 * spec.large_batch, *held_out.shape[1:])).astype(np.float32)
-    ref, got = torch_runner(model, spec.input_names), ort_runner(session, spec)
     big = spec.large_batch
-    report = ParityReport(spec.atol, session.get_providers())
+    noise = rng.standard_normal((2 * big, 3, *pixels.shape[1:3])).astype(np.float32)
+    labels = (reference.labels, device.labels)
+    report = ParityReport(precision, tolerance, session.get_providers())
+    report.problems += label_problems(reference.labels, device.labels)
     report.cases += [
-        compare("validation images, batch 1", ref, got, _image_feeds(spec, held_out[:8], 1)),
-        compare(f"validation images, batch {big}", ref, got, _image_feeds(spec, held_out, big)),
-        compare("random inputs, batch 1", ref, got, _image_feeds(spec, random_inputs[:4], 1)),
-        compare(f"random inputs, batch {big}", ref, got, _image_feeds(spec, random_inputs, big)),
+        compare("held-out images, batch 1", torch_pixels, ort_pixels, batches_of(pixels, 1), tolerance, labels),
+        compare(f"held-out images, batch {big}", torch_pixels, ort_pixels, batches_of(pixels, big), tolerance,
+                labels),
+        compare("random inputs, batch 1", torch_float, ort_float,
+                [{names[0]: b} for b in batches_of(noise[:4], 1)], tolerance),
+        compare(f"random inputs, batch {big}", torch_float, ort_float,
+                [{names[0]: b} for b in batches_of(noise, big)], tolerance),
     ]
     return raise_unless_passed(report)
+
+
+def label_problems(trained: Sequence[str], device: Sequence[str]) -> list[str]:
+    """The labels a device reads must be training's, in output order."""
+    for i, (a, b) in enumerate(zip(trained, device)):
+        if a != b:
+            return [f"labels differ from training's: output {i} is {b!r}, training's is {a!r}"]
+    if len(trained) != len(device):
+        return [f"labels differ from training's: {len(device)} labels, training has {len(trained)}"]
+    return []
 
 
 def raise_unless_passed(report: ParityReport) -> ParityReport:
     if not report.passed:
         raise ParityError("model.onnx", report.summary(), report)
     return report
-
-
-def parity_line(parity: dict) -> str:
-    """One line for a saved parity report (a manifest's ``parity`` dict)."""
-    return (f"parity {'PASSED' if parity['passed'] else 'FAILED'}: max abs diff {parity['max_abs_diff']:.2e} "
-            f"(tolerance {parity['atol']:.0e}), top-1 agreement {parity['top1_agreement']:.0%}")

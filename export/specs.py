@@ -1,11 +1,36 @@
-"""Declarative export specs per task: names, dynamic axes, opset and parity tolerance.
+"""Declarative export specs per task: names, dynamic axes, opset and parity tolerances.
 
-Adding a task family is one entry in ``EXPORT_SPECS``.
+Adding a task family is one entry in ``EXPORT_SPECS``; adding a precision (fp16, int8) is one
+``Tolerance`` per task in its ``tolerances``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far an exported output may be from its reference: per output value,
+    ``|got - ref| <= atol + rtol * |ref|`` (the ``np.allclose`` rule)."""
+
+    atol: float
+    rtol: float
+
+    def allowed(self, ref: np.ndarray) -> np.ndarray:
+        return self.atol + self.rtol * np.abs(ref.astype(np.float64))
+
+    def to_dict(self) -> dict:
+        return {"atol": self.atol, "rtol": self.rtol}
+
+
+# fp32 against fp32: set from bench/parity_margins.py (every registry architecture, several seeds,
+# trained and untrained heads), so that the largest honest margin is at most half of the tolerance
+# while every tampered export in tests/export fails by an order of magnitude or more.
+FP32_IMAGE = Tolerance(atol=5e-4, rtol=1e-3)
+FP32_TEXT = Tolerance(atol=5e-4, rtol=1e-3)
 
 
 @dataclass(frozen=True)
@@ -17,32 +42,40 @@ class ExportSpec:
             stable API for device code; axes with the same symbolic name share one dimension.
         outputs: ONNX output names.
         opset: ONNX opset the exporter targets.
-        atol: max abs difference allowed between PyTorch and ONNX Runtime outputs (fp32).
+        tolerances: precision ("fp32", later "fp16", "int8") -> the parity tolerance of a bundle
+            in that precision against the fp32 PyTorch reference.
         large_batch: the "larger batch" parity is checked at, besides batch 1.
     """
 
     task: str
     inputs: dict[str, dict[int, str]]
     outputs: tuple[str, ...]
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
     opset: int = 20
-    atol: float = 1e-4
     large_batch: int = 16
 
     @property
     def input_names(self) -> list[str]:
         return list(self.inputs)
 
+    def tolerance(self, precision: str = "fp32") -> Tolerance:
+        if precision not in self.tolerances:
+            raise KeyError(f"{self.task} declares no parity tolerance for {precision}")
+        return self.tolerances[precision]
+
 
 _TOKENS = {0: "batch", 1: "sequence"}
 
 EXPORT_SPECS: dict[str, ExportSpec] = {
     "image_classification": ExportSpec(
-        task="image_classification", inputs={"pixel_values": {0: "batch"}}, outputs=("logits",)),
+        task="image_classification", inputs={"pixel_values": {0: "batch"}}, outputs=("logits",),
+        tolerances={"fp32": FP32_IMAGE}),
     "text_classification": ExportSpec(
         task="text_classification", inputs={"input_ids": _TOKENS, "attention_mask": _TOKENS},
-        outputs=("logits",)),
+        outputs=("logits",), tolerances={"fp32": FP32_TEXT}),
     # Decoders: the KV-cache inputs and outputs per layer are described by ``decoder.DecoderIO``.
     "text_generation": ExportSpec(
         task="text_generation", inputs={"input_ids": _TOKENS, "attention_mask": {0: "batch", 1: "total_sequence"},
-                                        "position_ids": _TOKENS}, outputs=("logits",)),
+                                        "position_ids": _TOKENS}, outputs=("logits",),
+        tolerances={"fp32": FP32_TEXT}),
 }

@@ -56,6 +56,9 @@ def add_parsers(sub) -> None:
             p.add_argument("--watch", action="store_true", help="then stream its events to the end")
         elif name in ("watch", "cancel", "export"):
             p.add_argument("job_id")
+            if name == "export":
+                p.add_argument("--allow-degenerate", action="store_true",
+                               help="export a job whose model is flagged degenerate (Job.warnings)")
         elif name == "download":
             p.add_argument("export_id")
             p.add_argument("--out", default=".")
@@ -144,7 +147,8 @@ def run_remote(args) -> int:
                 _print_event(e)
         elif cmd == "jobs":
             for j in client.list_jobs():
-                print(j.id, jobs_pb2.JobState.Name(j.state), j.base_model, f"epoch {j.epoch}/{j.epochs}", j.error)
+                print(j.id, jobs_pb2.JobState.Name(j.state), j.base_model, f"epoch {j.epoch}/{j.epochs}",
+                      j.error or "; ".join(f"WARNING: {w}" for w in j.warnings))
         elif cmd == "cancel":
             state = client.cancel_job(args.job_id).state
             if state == jobs_pb2.JOB_STATE_RUNNING:
@@ -152,9 +156,10 @@ def run_remote(args) -> int:
             else:
                 print(jobs_pb2.JobState.Name(state))
         elif cmd == "export":
-            exp = client.export(args.job_id)
-            print(exp.id, "valid" if exp.valid else "INVALID", f"max abs diff {exp.parity.max_abs_diff:.2e}",
-                  f"top-1 agreement {exp.parity.top1_agreement:.0%}", exp.error)
+            exp = client.export(args.job_id, allow_degenerate=args.allow_degenerate)
+            print(exp.id, "valid" if exp.valid else "INVALID", f"parity margin {exp.parity.margin:.3f} of the "
+                  f"tolerance (max abs diff {exp.parity.max_abs_diff:.2e}), top-1 agreement "
+                  f"{exp.parity.top1_agreement:.0%} over {exp.parity.top1_compared} decisions", exp.error)
             return 0 if exp.valid else 3
         elif cmd == "download":
             print(client.download(args.export_id, args.out))

@@ -124,8 +124,10 @@ class EdgetuneClient:
                     raise
                 time.sleep(reconnect_s)
 
-    def export(self, job_id: str, atol: float = 0.0, timeout: float = 300) -> exports_pb2.Export:
-        return self.exports.ExportModel(exports_pb2.ExportModelRequest(job_id=job_id, atol=atol), timeout=timeout)
+    def export(self, job_id: str, atol: float = 0.0, rtol: float = 0.0, allow_degenerate: bool = False,
+               timeout: float = 300) -> exports_pb2.Export:
+        req = exports_pb2.ExportModelRequest(job_id=job_id, atol=atol, rtol=rtol, allow_degenerate=allow_degenerate)
+        return self.exports.ExportModel(req, timeout=timeout)
 
     def download(self, export_id: str, out_dir: str | Path, timeout: float = 300) -> Path:
         """Download a valid bundle, verify its sha256 and unpack it into ``out_dir``."""

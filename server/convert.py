@@ -57,7 +57,8 @@ def job(row) -> jobs_pb2.Job:
                        hyperparameters=jobs_pb2.Hyperparameters(**r["hyperparameters"]),
                        dataset_id=row.dataset_id, idempotency_key=row.idempotency_key or "",
                        error=row.error, epoch=row.epoch, epochs=row.epochs, attempts=row.attempts,
-                       create_time=ts(row.create_time), start_time=ts(row.start_time), end_time=ts(row.end_time))
+                       create_time=ts(row.create_time), start_time=ts(row.start_time), end_time=ts(row.end_time),
+                       warnings=row.warnings)
     if row.best:
         msg.best.CopyFrom(epoch_metrics(row.best))
     return msg
@@ -114,14 +115,24 @@ def export(row: dict) -> exports_pb2.Export:
                              error=row["error"], task=_INV["task"].get(m.get("task"), 0),
                              max_length=(m.get("tokenization") or {}).get("max_length", 0))
     if parity.get("cases"):
-        msg.parity.CopyFrom(exports_pb2.ParityReport(
-            passed=parity["passed"], atol=parity["atol"], max_abs_diff=parity["max_abs_diff"],
-            max_rel_diff=parity["max_rel_diff"], top1_agreement=parity["top1_agreement"],
-            cases=[exports_pb2.ParityCase(**c) for c in parity["cases"]]))
+        msg.parity.CopyFrom(parity_report(parity))
     model = (m.get("files") or {}).get("model.onnx")
     if model:
         msg.model_sha256, msg.model_bytes = model["sha256"], model["bytes"]
     return msg
+
+
+_CASE_FIELDS = tuple(exports_pb2.ParityCase.DESCRIPTOR.fields_by_name)
+_REPORT_FIELDS = ("passed", "atol", "rtol", "margin", "max_abs_diff", "max_rel_diff", "top1_compared", "precision",
+                  "providers", "problems")
+
+
+def parity_report(parity: dict) -> exports_pb2.ParityReport:
+    """A manifest's parity dict as the message; an unmeasured top-1 agreement (null) is 0."""
+    cases = [exports_pb2.ParityCase(**{k: v for k, v in c.items() if k in _CASE_FIELDS and v is not None})
+             for c in parity["cases"]]
+    return exports_pb2.ParityReport(**{k: parity[k] for k in _REPORT_FIELDS if parity.get(k) is not None},
+                                    top1_agreement=parity.get("top1_agreement") or 0.0, cases=cases)
 
 
 def base_model(row: dict) -> models_pb2.BaseModel:

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from google.protobuf.json_format import MessageToDict
+
 from edgetune.errors import InvalidArgument
 from edgetune.export.bundle import held_out_inputs, held_out_paths
 from edgetune.export.parity import parity_line
@@ -87,8 +89,8 @@ def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image
         if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
             raise RuntimeError(f"job {job.id} ended {jobs_pb2.JobState.Name(job.state)}: {job.error}")
         exp = client.export(job.id)
-        parity = {"passed": exp.parity.passed, "max_abs_diff": exp.parity.max_abs_diff,
-                  "atol": exp.parity.atol, "top1_agreement": exp.parity.top1_agreement}
+        parity = MessageToDict(exp.parity, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        parity["top1_agreement"] = exp.parity.top1_agreement if exp.parity.top1_compared else None
         if not exp.valid:
             raise RuntimeError(f"export {exp.id} failed its parity gate: {exp.error}")
         bundle = client.download(exp.id, workdir / "bundles")

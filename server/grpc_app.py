@@ -152,7 +152,8 @@ class ExportsServicer(exports_pb2_grpc.ExportsServicer):
         self.s = service
 
     def ExportModel(self, request, context):
-        return convert.export(self.s.export_model(request.job_id, request.atol or None))
+        return convert.export(self.s.export_model(request.job_id, request.atol or None, request.rtol or None,
+                                                  request.allow_degenerate))
 
     def GetExport(self, request, context):
         return convert.export(self.s.get_export(request.export_id))

@@ -275,18 +275,23 @@ class EdgetuneService:
         return list_base_models()
 
     # exports
-    def export_model(self, job_id: str, atol: float | None) -> dict:
+    def export_model(self, job_id: str, atol: float | None = None, rtol: float | None = None,
+                     allow_degenerate: bool = False) -> dict:
         job = self.get_job(job_id)
         if job.state != SUCCEEDED:
             raise FailedPrecondition("job_id", f"job is {job.state}; only SUCCEEDED jobs can be exported")
-        if atol is not None and not (0 < atol < 1):  # also refuses inf/nan: the gate cannot be switched off
-            raise InvalidArgument("atol", f"must be in (0, 1), got {atol}")
+        if job.warnings and not allow_degenerate:
+            raise FailedPrecondition("job_id", "; ".join(job.warnings) + "; set allow_degenerate to export it anyway")
+        for name, value in (("atol", atol), ("rtol", rtol)):
+            if value is not None and not (0 < value < 1):  # also refuses inf/nan: the gate cannot be switched off
+                raise InvalidArgument(name, f"must be in (0, 1), got {value}")
         export_id = new_id("exp")
         out = self.data_dir / "exports" / export_id / "bundle"
         row = {"id": export_id, "job_id": job_id, "create_time": time.time(), "error": "", "path": str(out)}
         with self._export_lock:  # exports are CPU-heavy; one at a time keeps latency predictable
             try:
-                result = export_bundle(self.runner.job_dir(job_id) / "run", out, device="auto", atol=atol)
+                result = export_bundle(self.runner.job_dir(job_id) / "run", out, device="auto", atol=atol, rtol=rtol,
+                                       allow_degenerate=allow_degenerate)
                 row.update(valid=True, manifest=result.manifest)
             except WeightsError as e:  # e.g. the base weights changed since training
                 raise FailedPrecondition("job_id", f"cannot rebuild the job's model: {e.message}") from None

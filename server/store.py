@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, request TEXT NOT NULL, dataset_id TEXT NOT NULL,
     idempotency_key TEXT UNIQUE, create_time REAL NOT NULL, start_time REAL, end_time REAL,
     error TEXT NOT NULL DEFAULT '', epoch INTEGER NOT NULL DEFAULT 0, epochs INTEGER NOT NULL DEFAULT 0,
-    best TEXT, attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0);
+    best TEXT, attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
+    warnings TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, create_time);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, time REAL NOT NULL,
@@ -58,6 +59,7 @@ class JobRow:
     best: dict | None
     attempts: int
     cancel_requested: bool
+    warnings: list[str]
 
 
 @dataclass
@@ -82,6 +84,13 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a store was first created (CREATE TABLE IF NOT EXISTS keeps old tables)."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        if "warnings" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'")
 
     def close(self) -> None:
         with self._lock:
@@ -206,6 +215,11 @@ class Store:
                 db.execute("UPDATE jobs SET best = ? WHERE id = ?", (json.dumps(metrics), job_id))
             _insert_event(db, job_id, "epoch", metrics)
 
+    def set_warnings(self, job_id: str, warnings: list[str]) -> None:
+        """What a finished job's user must know before exporting (e.g. a degenerate model)."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET warnings = ? WHERE id = ?", (json.dumps(warnings), job_id))
+
     def last_activity(self, job_id: str) -> float:
         """Time of the job's latest event (workers write one at least every few seconds of training)."""
         rows = self._query("SELECT MAX(time) FROM events WHERE job_id = ?", (job_id,))
@@ -257,4 +271,5 @@ def _export(r: sqlite3.Row) -> dict:
 def _job(r: sqlite3.Row) -> JobRow:
     return JobRow(r["id"], r["state"], json.loads(r["request"]), r["dataset_id"], r["idempotency_key"],
                   r["create_time"], r["start_time"], r["end_time"], r["error"], r["epoch"], r["epochs"],
-                  json.loads(r["best"]) if r["best"] else None, r["attempts"], bool(r["cancel_requested"]))
+                  json.loads(r["best"]) if r["best"] else None, r["attempts"], bool(r["cancel_requested"]),
+                  json.loads(r["warnings"]))

@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         if resume:
             sink(LogLine("resuming from the last finished epoch's checkpoint"))
         result = train(cfg, run_dir, sink, resume=resume)
+        # The recipe already logged each reason as a warning event; the job row shows them too.
+        store.set_warnings(args.job, [f"degenerate model: {r}" for r in result.report.get("degenerate", [])])
         sink(LogLine(result.summary()))
         return 0
     except Interrupted:

@@ -28,6 +28,21 @@ def write_pattern_folder(root: Path, classes=("a", "b", "c"), per_class: int = 1
     return root
 
 
+def write_identical_folder(root: Path, classes=("a", "b", "c"), per_class: int = 12, size: int = 24) -> Path:
+    """Images with the same pixels in every class (files differ only in a PNG text chunk, so none
+    is a byte duplicate): nothing to learn, and any model gives every input the same outputs."""
+    from PIL.PngImagePlugin import PngInfo
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8))
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            info = PngInfo()
+            info.add_text("n", f"{c}{i}")
+            img.save(root / c / f"{c}_{i}.png", pnginfo=info)
+    return root
+
+
 @pytest.fixture
 def pattern_folder(tmp_path) -> Path:
     return write_pattern_folder(tmp_path / "patterns")

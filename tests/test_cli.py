@@ -90,8 +90,8 @@ def test_digits_end_to_end_through_the_cli(digits_folder, tmp_path, capsys):
 
     assert main(["export", str(run), "--out", str(bundle)]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["valid"] and manifest["parity"]["max_abs_diff"] <= 1e-4
-    assert manifest["parity"]["top1_agreement"] == 1.0
+    assert manifest["valid"] and manifest["parity"]["passed"] and manifest["parity"]["margin"] <= 1
+    assert manifest["parity"]["top1_agreement"] == 1.0 and manifest["parity"]["top1_compared"] > 0
 
     capsys.readouterr()
     images = [str(p) for p in sorted((digits_folder / "4").glob("*.png"))[:5]]
@@ -153,7 +153,12 @@ def test_text_train_export_predict_and_generate_through_the_cli(tmp_path, capsys
     pairs = write_reverse_pairs(tmp_path / "r.jsonl", rows=60)
     assert main(["train", "text", "--task", "generation", "--data", str(pairs), "--weights", "random",
                  "--method", "lora", "--epochs", "1", "--out", str(tmp_path / "gen")]) == 0
-    assert main(["export", str(tmp_path / "gen"), "--out", str(tmp_path / "gb"), "--device", "cpu"]) == 0
-    capsys.readouterr()
+    export = ["export", str(tmp_path / "gen"), "--out", str(tmp_path / "gb"), "--device", "cpu"]
+    if json.loads((tmp_path / "gen" / "report.json").read_text())["degenerate"]:
+        # One epoch of a tiny random decoder usually answers every prompt alike: export needs consent.
+        assert "--allow-degenerate" in _one_line_error(capsys, main(export))
+        export.append("--allow-degenerate")
+    assert main(export) == 0
+    assert "exported despite: degenerate" in capsys.readouterr().out or "--allow-degenerate" not in export
     assert main(["generate", str(tmp_path / "gb"), "reverse: red cat sun", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.endswith("\n")

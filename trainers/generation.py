@@ -142,6 +142,6 @@ def generation_metrics(model: nn.Module, tokenizer, fmt: dict, prompts: list[str
         outputs.append(tokenizer.backend_tokenizer.decode(new, skip_special_tokens=True))
     exact = float(np.mean([o.strip() == r.strip() for o, r in zip(outputs, references)])) if prompts else 0.0
     chrf = sacrebleu.corpus_chrf(outputs, [references]).score if prompts else 0.0
-    return {"exact_match": exact, "chrf": chrf, "samples": len(prompts),
+    return {"exact_match": exact, "chrf": chrf, "samples": len(prompts), "distinct_outputs": len(set(outputs)),
             "examples": [{"prompt": p, "reference": r, "output": o}
                          for p, r, o in list(zip(prompts, references, outputs))[:5]]}

@@ -26,8 +26,9 @@ from .catalog import load_base_weights, resolve_weights
 from .config import TrainConfig
 from .data import ImageTensors, load_image_data
 from .fit import FitState, begin_run, fit, restore
-from .loop import Normalizer, build_optimizer, build_scheduler, evaluate, image_forward
+from .loop import Normalizer, build_optimizer, build_scheduler, evaluate, image_forward, predict_logits, score
 from .methods import apply_method, plain_model, set_train_mode, trainable_parameters
+from .metrics import degenerate_reasons
 from .report import final_metrics, format_summary, plot_confusion, plot_curves
 from .run import PARITY_SAMPLES, RunFiles, load_run_model, read_model_meta
 
@@ -136,14 +137,19 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
     best_model = best.model.to(setup.device)
     if setup.channels_last:
         best_model.to(memory_format=torch.channels_last)
-    best_val, cm = evaluate(best_model, val_loader, image_forward(best_model, norm, setup), setup, len(classes))
+    logits, labels = predict_logits(best_model, val_loader, image_forward(best_model, norm, setup), setup)
+    best_val, cm = score(logits, labels, len(classes))
     final = final_metrics(cm, classes)
+    degenerate = degenerate_reasons(logits.numpy(), labels.numpy(), classes)
+    for reason in degenerate:
+        progress(LogLine(f"warning: degenerate model: {reason}", level="warning"))
     report = {
         "run_dir": str(files.root), "arch": cfg.model.arch, "method": cfg.method,
         "device": setup.describe(), "weights": weights_info, "trainable_params": trainable,
         "total_params": total, "data": data_report.to_dict(), "history": state.history,
         "best_epoch": state.best_epoch, "best_metric": {cfg.optim.metric: state.best_metric},
         "before": state.before, "after": best_val if state.before else None, "final": final,
+        "degenerate": degenerate,
     }
     ckpt.save_json(files.report, report)
     plot_curves(state.history, files.root / "curves.png")

@@ -104,12 +104,18 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
     # Final report on the best checkpoint as saved (prompt tuning needs its virtual tokens: peft).
     best = (load_unmerged(files.root) if cfg.method == "prompt_tuning" else load_text_run(files.root).model)
     after = quality(best.to(setup.device))
+    degenerate = []
+    if after["distinct_outputs"] == 1 and len(set(val_rows.b[:n_gen])) > 1:
+        degenerate.append(f"greedy outputs are constant: the same text for all {n_gen} val prompts, whose "
+                          "references differ")
+    for reason in degenerate:
+        progress(LogLine(f"warning: degenerate model: {reason}", level="warning"))
     report = {
         "run_dir": str(files.root), "task": cfg.task, "arch": cfg.model.arch, "method": cfg.method,
         "device": setup.describe(), "weights": weights_info, "trainable_params": trainable, "total_params": total,
         "data": data_report.to_dict(), "history": state.history, "best_epoch": state.best_epoch,
         "best_metric": {cfg.optim.metric: state.best_metric}, "prompt_format": fmt["kind"],
-        "before": state.before, "final": after,
+        "before": state.before, "final": after, "degenerate": degenerate,
     }
     ckpt.save_json(files.report, report)
     plot_curves(state.history, files.root / "curves.png")

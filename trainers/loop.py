@@ -154,11 +154,15 @@ def predict_logits(model: nn.Module, loader: DataLoader, forward: Forward, setup
     return torch.cat(logits), torch.cat(labels)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, forward: Forward, setup: DeviceSetup,
-             num_classes: int) -> tuple[dict[str, float], np.ndarray]:
-    """Validation loss (plain cross-entropy), accuracy and macro-F1, and the confusion matrix."""
-    logits, labels = predict_logits(model, loader, forward, setup)
+def score(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[dict[str, float], np.ndarray]:
+    """Validation loss (plain cross-entropy), accuracy and macro-F1 of float32 logits, and the confusion matrix."""
     loss = float(nn.functional.cross_entropy(logits, labels).item())
     cm = confusion_matrix(labels.numpy(), logits.argmax(1).numpy(), num_classes)
     s = summarize(cm)
     return {"val_loss": loss, "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"]}, cm
+
+
+def evaluate(model: nn.Module, loader: DataLoader, forward: Forward, setup: DeviceSetup,
+             num_classes: int) -> tuple[dict[str, float], np.ndarray]:
+    """``score`` of the model's logits over ``loader``."""
+    return score(*predict_logits(model, loader, forward, setup), num_classes)

@@ -33,3 +33,32 @@ def summarize(cm: np.ndarray) -> dict[str, float]:
         "accuracy": float(np.trace(cm) / total) if total else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
     }
+
+
+# A logit that moves by less than this (relative to the largest logit, at least 1) over the whole
+# validation set carries no information: fp32 rounding and an export's tolerance are larger.
+CONSTANT_SPREAD = 1e-4
+
+
+def degenerate_reasons(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> list[str]:
+    """Why a classifier's validation outputs say it learned nothing usable; empty when they don't.
+
+    Flags outputs that are (near) constant across inputs, and accuracy that is not above the
+    rate of always answering the most frequent validation class.
+    """
+    reasons = []
+    if len(logits) >= 2:
+        spread = float(np.ptp(logits, axis=0).max())
+        scale = max(1.0, float(np.abs(logits).max()))
+        if spread <= CONSTANT_SPREAD * scale:
+            reasons.append(f"validation outputs are constant: over {len(logits)} inputs no logit moves by more "
+                           f"than {spread:.1e}")
+    counts = np.bincount(labels, minlength=len(classes))
+    if counts.sum() and len(classes) >= 2:
+        majority = int(counts.argmax())
+        rate = float(counts[majority] / counts.sum())
+        accuracy = float((logits.argmax(-1) == labels).mean())
+        if accuracy <= rate:
+            reasons.append(f"val accuracy {accuracy:.4f} is not above the majority-class rate {rate:.4f} "
+                           f"(always answering {classes[majority]!r})")
+    return reasons

@@ -80,9 +80,14 @@ def _generation_summary(report: dict) -> str:
 
 
 def format_summary(report: dict) -> str:
-    """A short human summary of a finished run."""
-    if report.get("task") == "text_generation":
-        return _generation_summary(report)
+    """A short human summary of a finished run; a degenerate model's reasons come last."""
+    text = _generation_summary(report) if report.get("task") == "text_generation" else _classifier_summary(report)
+    warnings = [f"WARNING: degenerate model: {r} (export refuses it unless allowed)"
+                for r in report.get("degenerate", [])]
+    return "\n".join([text, *warnings])
+
+
+def _classifier_summary(report: dict) -> str:
     f = report["final"]
     lines = [f"run: {report['run_dir']}",
              f"model: {report['arch']} via {report['method']}, weights: {report['weights']['source']}",

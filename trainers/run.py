@@ -11,7 +11,8 @@ RUN/
   base.safetensors   peft methods on random-init weights: the base the adapter applies to
   prompt.safetensors prompt tuning: the trained virtual token embeddings
   state/last.pt      resume state after the last finished epoch
-  report.json        data report, per-epoch history, final per-class metrics, confusion matrix
+  report.json        written when training ends: data report, per-epoch history, final per-class
+                     metrics, confusion matrix, and ``degenerate`` (why the model is unusable, if it is)
   curves.png, confusion.png
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch.nn as nn
+import yaml
 from safetensors.torch import load_file
 
 from edgetune.errors import NotFound, WeightsError
@@ -112,3 +114,36 @@ def load_run_model(run_dir: str | Path) -> RunModel:
     model.eval()
     return RunModel(model, meta["arch"], list(meta["classes"]),
                     Preprocessing.from_dict(meta["preprocessing"]), meta)
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run's training stands, as an export sees it."""
+
+    epoch: int  # epoch of the best checkpoint (what an export takes)
+    epochs: int  # epochs the config asks for
+    epochs_trained: int | None  # epochs run, once finished (early stopping may end sooner)
+    finished: bool
+    degenerate: list[str]  # why the final model is unusable; empty when it is not flagged
+
+    @property
+    def unfinished(self) -> bool:
+        return not self.finished
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "epochs": self.epochs, "epochs_trained": self.epochs_trained,
+                "finished": self.finished, "degenerate": list(self.degenerate)}
+
+
+def run_status(run_dir: str | Path) -> RunStatus:
+    """Finished means the final report was written (the last step of every recipe)."""
+    files = RunFiles(Path(run_dir))
+    meta = read_model_meta(run_dir)
+    epochs = 0
+    if files.config.is_file():
+        epochs = int(((yaml.safe_load(files.config.read_text()) or {}).get("optim") or {}).get("epochs") or 0)
+    if not files.report.is_file():
+        return RunStatus(int(meta.get("epoch") or 0), epochs, None, False, [])
+    report = json.loads(files.report.read_text())
+    return RunStatus(int(meta.get("epoch") or 0), epochs, len(report.get("history", [])), True,
+                     list(report.get("degenerate", [])))

@@ -21,7 +21,8 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .fit import FitState, begin_run, fit, restore
 from .image import RunResult
-from .loop import build_optimizer, build_scheduler, evaluate
+from .loop import build_optimizer, build_scheduler, evaluate, predict_logits, score
+from .metrics import degenerate_reasons
 from .methods import apply_text_method, plain_model, prompt_embeddings, trainable_parameters
 from .report import final_metrics, plot_confusion, plot_curves
 from .run import PARITY_SAMPLES, RunFiles
@@ -142,13 +143,18 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
 
     # Final report on the best checkpoint, rebuilt from disk exactly as export will load it.
     best = load_text_run(files.root).model.to(setup.device)
-    best_val, cm = evaluate(best, val_loader, _plain_forward(best, setup.device), setup, len(classes))
+    logits, labels = predict_logits(best, val_loader, _plain_forward(best, setup.device), setup)
+    best_val, cm = score(logits, labels, len(classes))
     final = final_metrics(cm, classes)
+    degenerate = degenerate_reasons(logits.numpy(), labels.numpy(), classes)
+    for reason in degenerate:
+        progress(LogLine(f"warning: degenerate model: {reason}", level="warning"))
     report = {
         "run_dir": str(files.root), "task": cfg.task, "arch": cfg.model.arch, "method": cfg.method,
         "device": setup.describe(), "weights": weights_info, "trainable_params": trainable, "total_params": total,
         "data": data_report.to_dict(), "history": state.history, "best_epoch": state.best_epoch,
         "best_metric": {cfg.optim.metric: state.best_metric}, "final": final, "best_val": best_val,
+        "degenerate": degenerate,
     }
     ckpt.save_json(files.report, report)
     plot_curves(state.history, files.root / "curves.png")

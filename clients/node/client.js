@@ -115,8 +115,13 @@ export class EdgetuneClient {
     return job;
   }
 
-  exportModel(jobId, atol = 0) {
-    return call(this.exports, 'exportModel', { jobId, atol }, 300);
+  /**
+   * Export a SUCCEEDED job through the parity gate. Options: atol / rtol (0: the task's default;
+   * per output |onnxruntime - pytorch| <= atol + rtol * |pytorch|), allowDegenerate (export a job
+   * whose `warnings` flag a degenerate model).
+   */
+  exportModel(jobId, { atol = 0, rtol = 0, allowDegenerate = false } = {}) {
+    return call(this.exports, 'exportModel', { jobId, atol, rtol, allowDegenerate }, 300);
   }
 
   /** Classify encoded images (Buffers); resolves to one { top: [{label, score}] } per image. */

@@ -27,7 +27,8 @@ try {
   console.log(JSON.stringify({
     models: models.length, datasetId: dataset.id, classes: dataset.report.classes.map((c) => c.label),
     jobId: job.id, state: done.state, events: kinds, bestAccuracy: done.best.valAccuracy,
-    exportId: exported.id, parityMaxAbsDiff: exported.parity.maxAbsDiff, top: result.top,
+    exportId: exported.id, parityMargin: exported.parity.margin, parityPassed: exported.parity.passed,
+    top: result.top,
   }));
 } catch (err) {
   console.error(`node client failed: ${err.code ?? ''} ${err.details ?? err.message}`);

@@ -14,7 +14,7 @@ try {
   const dataset = await client.uploadDataset(rowsPath, 'node-text');
   const job = await client.createJob({
     datasetId: dataset.id, task: 'TASK_TEXT_CLASSIFICATION', baseModel, weights, method: 'METHOD_LORA',
-    hyperparameters: { epochs: 2, maxLength: 32, batchSize: 16, learningRate: 0.01 },
+    hyperparameters: { epochs: 6, maxLength: 32, batchSize: 16, learningRate: 0.01 },
   });
   const done = await client.waitForJob(job.id);
   if (done.state !== 'JOB_STATE_SUCCEEDED') throw new Error(`job ${done.state}: ${done.error}`);

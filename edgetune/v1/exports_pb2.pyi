@@ -11,15 +11,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExportModelRequest(_message.Message):
-    __slots__ = ("job_id", "atol")
+    __slots__ = ("job_id", "atol", "rtol", "allow_degenerate")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATOL_FIELD_NUMBER: _ClassVar[int]
+    RTOL_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_DEGENERATE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     atol: float
-    def __init__(self, job_id: _Optional[str] = ..., atol: _Optional[float] = ...) -> None: ...
+    rtol: float
+    allow_degenerate: bool
+    def __init__(self, job_id: _Optional[str] = ..., atol: _Optional[float] = ..., rtol: _Optional[float] = ..., allow_degenerate: _Optional[bool] = ...) -> None: ...
 
 class ParityCase(_message.Message):
-    __slots__ = ("name", "batch_size", "samples", "max_abs_diff", "max_rel_diff", "top1_agreement", "compared")
+    __slots__ = ("name", "batch_size", "samples", "max_abs_diff", "max_rel_diff", "top1_agreement", "compared", "margin", "top1_compared", "top1_agreed", "ties", "reference", "candidate", "passed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +31,13 @@ class ParityCase(_message.Message):
     MAX_REL_DIFF_FIELD_NUMBER: _ClassVar[int]
     TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     COMPARED_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    TOP1_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    TOP1_AGREED_FIELD_NUMBER: _ClassVar[int]
+    TIES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
     name: str
     batch_size: int
     samples: int
@@ -34,23 +45,42 @@ class ParityCase(_message.Message):
     max_rel_diff: float
     top1_agreement: float
     compared: str
-    def __init__(self, name: _Optional[str] = ..., batch_size: _Optional[int] = ..., samples: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., compared: _Optional[str] = ...) -> None: ...
+    margin: float
+    top1_compared: int
+    top1_agreed: int
+    ties: int
+    reference: str
+    candidate: str
+    passed: bool
+    def __init__(self, name: _Optional[str] = ..., batch_size: _Optional[int] = ..., samples: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., compared: _Optional[str] = ..., margin: _Optional[float] = ..., top1_compared: _Optional[int] = ..., top1_agreed: _Optional[int] = ..., ties: _Optional[int] = ..., reference: _Optional[str] = ..., candidate: _Optional[str] = ..., passed: _Optional[bool] = ...) -> None: ...
 
 class ParityReport(_message.Message):
-    __slots__ = ("passed", "atol", "max_abs_diff", "max_rel_diff", "top1_agreement", "cases")
+    __slots__ = ("passed", "atol", "max_abs_diff", "max_rel_diff", "top1_agreement", "cases", "rtol", "margin", "top1_compared", "precision", "providers", "problems")
     PASSED_FIELD_NUMBER: _ClassVar[int]
     ATOL_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
     MAX_REL_DIFF_FIELD_NUMBER: _ClassVar[int]
     TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     CASES_FIELD_NUMBER: _ClassVar[int]
+    RTOL_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    TOP1_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     passed: bool
     atol: float
     max_abs_diff: float
     max_rel_diff: float
     top1_agreement: float
     cases: _containers.RepeatedCompositeFieldContainer[ParityCase]
-    def __init__(self, passed: _Optional[bool] = ..., atol: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[ParityCase, _Mapping]]] = ...) -> None: ...
+    rtol: float
+    margin: float
+    top1_compared: int
+    precision: str
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, passed: _Optional[bool] = ..., atol: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[ParityCase, _Mapping]]] = ..., rtol: _Optional[float] = ..., margin: _Optional[float] = ..., top1_compared: _Optional[int] = ..., precision: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Export(_message.Message):
     __slots__ = ("id", "job_id", "create_time", "valid", "parity", "labels", "image_size", "opset", "model_sha256", "model_bytes", "error", "task", "max_length")

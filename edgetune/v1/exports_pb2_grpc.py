@@ -64,8 +64,9 @@ class ExportsServicer:
     def ExportModel(self, request, context):
         """Export a SUCCEEDED job and run the parity gate. Returns the export whether parity passed or
         not (`valid` says which); a failed gate never yields a downloadable or servable bundle.
-        Deadline: 120 s. Errors: NOT_FOUND (job_id); FAILED_PRECONDITION (job not SUCCEEDED);
-        INVALID_ARGUMENT (options).
+        Deadline: 120 s. Errors: NOT_FOUND (job_id); FAILED_PRECONDITION (job not SUCCEEDED, or its
+        model is degenerate, see Job.warnings, and allow_degenerate is not set);
+        INVALID_ARGUMENT (atol, rtol).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

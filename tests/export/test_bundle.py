@@ -7,15 +7,18 @@ import onnx
 import pytest
 import torch
 
-from edgetune.errors import InvalidArgument, ParityError
-from edgetune.export.bundle import export_bundle
+from edgetune.errors import FailedPrecondition, InvalidArgument, ParityError
+from edgetune.export.bundle import export_bundle, held_out_pixels
 from edgetune.export.onnx_export import export_onnx, read_metadata
-from edgetune.export.parity import check_parity
+from edgetune.export.parity import ImageContract, check_parity, compare, value_margin
 from edgetune.export.runtime import BundlePredictor, create_session, verify_bundle
-from edgetune.export.specs import EXPORT_SPECS
-from edgetune.trainers.architectures import ARCHITECTURES, create_model
+from edgetune.export.specs import EXPORT_SPECS, Tolerance
+from edgetune.imaging import Preprocessing
+from edgetune.progress import EpochEnd
+from edgetune.trainers.architectures import ARCHITECTURES, create_model, default_normalization
 from edgetune.trainers.config import load_config
 from edgetune.trainers.image import train_image
+from edgetune.trainers.run import load_run_model
 
 SPEC = EXPORT_SPECS["image_classification"]
 
@@ -31,6 +34,14 @@ def trained_run(tmp_path_factory):
     return train_image(cfg, root / "run")
 
 
+def _contract(model, labels) -> ImageContract:
+    return ImageContract(Preprocessing(32, *default_normalization(model)), list(labels))
+
+
+def _pixels(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_every_architecture_exports_with_dynamic_batch_and_passes_parity(arch, tmp_path):
     torch.manual_seed(0)
@@ -39,10 +50,14 @@ def test_every_architecture_exports_with_dynamic_batch_and_passes_parity(arch, t
     session = create_session(path, "cpu")
     assert [i.name for i in session.get_inputs()] == ["pixel_values"]
     assert session.get_inputs()[0].shape[0] == "batch"
-    held_out = np.random.default_rng(0).standard_normal((20, 3, 32, 32)).astype(np.float32)
-    report = check_parity(model, session, SPEC, held_out)
-    assert report.passed and report.max_abs_diff <= 1e-4 and report.top1_agreement == 1.0
+    contract = _contract(model, "abcde")
+    report = check_parity(model, session, SPEC, _pixels(20), contract, contract)
+    assert report.passed and report.margin <= 1 and not report.problems
     assert {c.batch_size for c in report.cases} == {1, SPEC.large_batch}
+    held_out = [c for c in report.cases if c.name.startswith("held-out")]
+    assert len(held_out) == 2 and all(c.samples == 20 for c in held_out)  # every sample, at both batch sizes
+    assert all(c.top1_compared + c.ties == 20 and c.top1_agreed == c.top1_compared for c in held_out)
+    assert all(c.top1_compared == 0 for c in report.cases if c.name.startswith("random"))  # values only
     assert json.loads(read_metadata(path)["edgetune.labels"]) == list("abcde")
 
 
@@ -57,17 +72,88 @@ def test_parity_gate_fails_on_a_real_mismatch(tmp_path):
     arr = onnx.numpy_helper.to_array(init).copy() + 1e-3
     init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
     onnx.save(proto, str(path))
-    held_out = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    contract = _contract(model, "abc")
     with pytest.raises(ParityError) as e:
-        check_parity(model, create_session(path, "cpu"), SPEC, held_out)
-    assert not e.value.report.passed and e.value.report.max_abs_diff > SPEC.atol
+        check_parity(model, create_session(path, "cpu"), SPEC, _pixels(16), contract, contract)
+    report = e.value.report
+    assert not report.passed and report.margin > 1 and report.max_abs_diff > SPEC.tolerance().atol
+    assert "FAILED" in e.value.message and "first failing case" in e.value.message
+
+
+def test_a_bundle_that_normalizes_differently_fails(trained_run, tmp_path):
+    """The device side reads the manifest's preprocessing: a wrong mean / std fails the gate."""
+    run = load_run_model(trained_run.run_dir)
+    prep = run.preprocessing
+    wrong = Preprocessing(prep.size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert (wrong.mean, wrong.std) != (prep.mean, prep.std)
+    session = create_session(export_bundle(trained_run.run_dir, tmp_path / "b").dir / "model.onnx", "cpu")
+    pixels = held_out_pixels(trained_run.run_dir)
+    reference = ImageContract(prep, run.classes)
+    assert check_parity(run.model, session, SPEC, pixels, reference, reference).passed
+    with pytest.raises(ParityError) as e:
+        check_parity(run.model, session, SPEC, pixels, reference, ImageContract(wrong, run.classes))
+    assert e.value.report.margin > 10
+    held = [c for c in e.value.report.cases if c.name.startswith("held-out")]
+    assert held and all(not c.passed for c in held)
+    assert all(c.passed for c in e.value.report.cases if c.name.startswith("random"))  # the graph is right
+
+
+def test_a_bundle_with_swapped_labels_fails(trained_run, tmp_path):
+    run = load_run_model(trained_run.run_dir)
+    swapped = [run.classes[1], run.classes[0], *run.classes[2:]]
+    session = create_session(export_bundle(trained_run.run_dir, tmp_path / "b").dir / "model.onnx", "cpu")
+    reference = ImageContract(run.preprocessing, run.classes)
+    with pytest.raises(ParityError) as e:
+        check_parity(run.model, session, SPEC, held_out_pixels(trained_run.run_dir), reference,
+                     ImageContract(run.preprocessing, swapped))
+    report = e.value.report
+    assert report.margin <= 1  # the values agree: only what a device would call them differs
+    assert report.top1_agreement < 1.0 and "labels differ from training's: output 0" in report.problems[0]
+
+
+def test_ties_within_the_tolerance_are_not_decisions():
+    tol = Tolerance(atol=1e-4, rtol=0.0)
+    ref = np.array([[1.0, 1.00005, 0.0],   # top-2 gap 5e-5: a tie within rounding
+                    [2.0, 0.0, 0.0]], dtype=np.float32)  # a clear decision
+    flipped = ref.copy()
+    flipped[0, :2] = ref[0, 1], ref[0, 0]  # the tie flips, each value moves by 5e-5 <= atol
+    case = compare("synthetic", lambda _: ref, lambda _: flipped, [None], tol, (list("xyz"), list("xyz")))
+    assert case.passed and (case.ties, case.top1_compared, case.top1_agreed) == (1, 1, 1)
+    assert case.margin == pytest.approx(0.5, rel=1e-2)  # float32 rounding of 1.00005
+    wrong = flipped.copy()
+    wrong[1] = [0.0, 2.0, 0.0]  # the clear decision flips: values and the label both fail
+    case = compare("synthetic", lambda _: ref, lambda _: wrong, [None], tol, (list("xyz"), list("xyz")))
+    assert not case.passed and case.top1_agreed == 0 and case.margin > 1
+    # The same outputs without labels (random inputs) count no decisions.
+    assert compare("random", lambda _: ref, lambda _: flipped, [None], tol).top1_compared == 0
+
+
+def test_tolerance_is_the_allclose_rule():
+    tol = EXPORT_SPECS["image_classification"].tolerance("fp32")
+    ref = np.array([[0.0, 10.0, -100.0]])
+    edge = ref + tol.atol + tol.rtol * np.abs(ref)  # exactly at the allowed error
+    assert value_margin(ref, edge, tol)[1] == pytest.approx(1.0)
+    assert np.allclose(edge, ref, rtol=tol.rtol, atol=tol.atol * 1.000001)
+    assert value_margin(ref, ref + 2 * (tol.atol + tol.rtol * np.abs(ref)), tol)[1] == pytest.approx(2.0)
+    assert value_margin(ref, np.array([[np.nan, 10.0, -100.0]]), tol)[1] == float("inf")
 
 
 def test_bundle_is_self_describing_and_verified(trained_run, tmp_path):
     result = export_bundle(trained_run.run_dir, tmp_path / "bundle")
     manifest = verify_bundle(result.dir)
-    assert manifest["valid"] and manifest["parity"]["passed"]
-    assert manifest["parity"]["max_abs_diff"] <= 1e-4 and manifest["parity"]["top1_agreement"] == 1.0
+    parity = manifest["parity"]
+    assert manifest["valid"] and parity["passed"] and parity["margin"] <= 1 and parity["top1_agreement"] == 1.0
+    assert parity["precision"] == "fp32" and parity["providers"] == ["CPUExecutionProvider"]
+    tol = SPEC.tolerance("fp32")
+    assert (parity["atol"], parity["rtol"]) == (tol.atol, tol.rtol)
+    # Every held-out image, at batch 1 and at the large batch; decisions plus ties cover them all.
+    n = len(held_out_pixels(trained_run.run_dir))
+    held = [c for c in parity["cases"] if c["name"].startswith("held-out")]
+    assert [c["batch_size"] for c in held] == [1, min(n, SPEC.large_batch)] and all(c["samples"] == n for c in held)
+    assert all(c["top1_compared"] + c["ties"] == n for c in held) and parity["top1_compared"] >= n
+    assert all(c["compared"] == "pytorch vs onnxruntime" for c in parity["cases"])
+    assert manifest["source_run"]["finished"] and manifest["source_run"]["epochs"] == 2
+    assert manifest["source_run"]["degenerate"] == [] and manifest["source_run"]["exported_despite"] == []
     assert manifest["labels"] == ["a", "b", "c"]
     assert manifest["inputs"] == [{"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, 32, 32]}]
     assert manifest["outputs"][0]["shape"] == ["batch", 3]
@@ -77,7 +163,7 @@ def test_bundle_is_self_describing_and_verified(trained_run, tmp_path):
     assert json.loads(meta["edgetune.labels"]) == ["a", "b", "c"]
     assert json.loads(meta["edgetune.preprocessing"])["size"] == 32
     cases = {c["name"] for c in manifest["parity"]["cases"]}
-    assert any("validation" in c for c in cases) and any("random" in c for c in cases)
+    assert any("held-out" in c for c in cases) and any("random" in c for c in cases)
 
 
 def test_predictions_match_the_pytorch_checkpoint(trained_run, tmp_path):
@@ -98,7 +184,7 @@ def test_predictions_match_the_pytorch_checkpoint(trained_run, tmp_path):
 def test_failed_parity_marks_nothing_valid(trained_run, tmp_path):
     out = tmp_path / "bundle"
     with pytest.raises(ParityError):
-        export_bundle(trained_run.run_dir, out, atol=1e-12)  # real float32 noise exceeds this
+        export_bundle(trained_run.run_dir, out, atol=1e-12, rtol=0)  # real float32 noise exceeds this
     assert not out.exists()
     invalid = json.loads((tmp_path / "bundle.invalid" / "manifest.json").read_text())
     assert invalid["valid"] is False and invalid["parity"]["passed"] is False
@@ -136,3 +222,45 @@ def test_manifest_without_the_model_hash_is_refused(trained_run, tmp_path):
     (result.dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidArgument, match="no model.onnx hash"):
         verify_bundle(result.dir)
+
+
+def test_a_degenerate_run_is_refused_unless_allowed(tmp_path):
+    from tests.conftest import write_identical_folder
+
+    data = write_identical_folder(tmp_path / "same")
+    cfg = load_config(overrides={"data.path": str(data), "data.image_size": 32, "model.arch": "resnet18",
+                                 "model.weights": "random", "optim.epochs": 1, "optim.batch_size": 8})
+    result = train_image(cfg, tmp_path / "run")
+    reasons = result.report["degenerate"]
+    assert any("outputs are constant" in r for r in reasons) and any("majority-class rate" in r for r in reasons)
+    assert "WARNING: degenerate model" in result.summary()
+    with pytest.raises(FailedPrecondition) as e:
+        export_bundle(result.run_dir, tmp_path / "bundle")
+    assert "degenerate" in e.value.message and "--allow-degenerate" in e.value.message
+    assert not (tmp_path / "bundle").exists()
+    bundle = export_bundle(result.run_dir, tmp_path / "bundle", allow_degenerate=True)
+    assert bundle.manifest["valid"] and bundle.manifest["source_run"]["exported_despite"] == ["degenerate"]
+    assert bundle.manifest["source_run"]["degenerate"] == reasons
+
+
+def test_an_unfinished_run_is_refused_unless_allowed(tmp_path):
+    from tests.conftest import write_pattern_folder
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(event):
+        if isinstance(event, EpochEnd) and event.epoch == 1:
+            raise Stop
+
+    data = write_pattern_folder(tmp_path / "data")
+    cfg = load_config(overrides={"data.path": str(data), "data.image_size": 32, "model.arch": "resnet18",
+                                 "model.weights": "random", "optim.epochs": 3, "optim.batch_size": 8})
+    with pytest.raises(Stop):
+        train_image(cfg, tmp_path / "run", progress=stop_after_first_epoch)
+    with pytest.raises(FailedPrecondition) as e:
+        export_bundle(tmp_path / "run", tmp_path / "bundle")
+    assert "epoch 1 of 3" in e.value.message and "--allow-unfinished" in e.value.message
+    source = export_bundle(tmp_path / "run", tmp_path / "bundle", allow_unfinished=True).manifest["source_run"]
+    assert (source["epoch"], source["epochs"], source["finished"]) == (1, 3, False)
+    assert source["exported_despite"] == ["unfinished"] and source["epochs_trained"] is None

@@ -10,7 +10,7 @@ from edgetune.export.runtime import verify_bundle
 from edgetune.export.text_runtime import TextGenerator
 from edgetune.trainers.config import load_config
 from edgetune.trainers.generation import prompt_ids, torch_greedy
-from edgetune.trainers.text_run import load_text_run, load_unmerged
+from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
 from edgetune.trainers.train import train
 from tests.conftest import copy_with_broken_adapter, write_reverse_pairs
 
@@ -30,16 +30,24 @@ def runs(tmp_path_factory):
 
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning", "ia3", "full"])
 def test_bundle_generates_like_pytorch(runs, tmp_path, method):
-    result = export_bundle(runs[method], tmp_path / "bundle", device="cpu")
+    # Two epochs of a tiny random decoder may leave it answering every prompt alike (ia3 here):
+    # such a run exports only with consent, which the manifest records.
+    degenerate = json.loads((runs[method] / "report.json").read_text())["degenerate"]
+    result = export_bundle(runs[method], tmp_path / "bundle", device="cpu", allow_degenerate=True)
     manifest = verify_bundle(result.dir)
+    assert manifest["source_run"]["exported_despite"] == (["degenerate"] if degenerate else [])
     assert manifest["task"] == "text_generation" and manifest["prompt_format"]["kind"] == "template"
     gen = manifest["generation"]
     assert gen["decoder_io"]["num_layers"] == 2 and (gen["prompt_past"] is not None) == (method == "prompt_tuning")
     compared = [c["compared"] for c in manifest["parity"]["cases"]]
     assert ("peft unmerged vs onnxruntime" in compared) == (method != "full")
     assert ("merged pytorch vs onnxruntime" in compared) == (method != "prompt_tuning")
+    prompts = len(parity_texts(runs[method]))
     for case in manifest["parity"]["cases"]:
-        assert case["top1_agreement"] == 1.0 and case["max_abs_diff"] <= 1e-4 and case["samples"] >= 8
+        assert case["passed"] and case["margin"] <= 1 and case["top1_agreed"] == case["top1_compared"], case
+        assert f"{prompts} held-out prompts" in case["name"]  # every held-out prompt, not the first few
+    greedy = [c for c in manifest["parity"]["cases"] if c["name"].startswith("greedy")]
+    assert greedy and all(c["top1_compared"] > 0 and c["samples"] >= prompts for c in greedy)
 
     run = load_text_run(runs[method])
     reference = load_unmerged(runs[method]) if method == "prompt_tuning" else run.model
@@ -65,9 +73,12 @@ def test_a_broken_merge_fails_the_generation_export(runs, tmp_path):
     with pytest.raises(ParityError):
         export_bundle(run, tmp_path / "bundle", device="cpu")
     failed = json.loads((tmp_path / "bundle.invalid" / "manifest.json").read_text())
-    bad = {c["compared"]: c for c in failed["parity"]["cases"]}
-    assert failed["valid"] is False and bad["merged pytorch vs onnxruntime"]["top1_agreement"] == 1.0
-    assert bad["peft unmerged vs onnxruntime"]["max_abs_diff"] > 1e-4
+    assert failed["valid"] is False
+    for case in failed["parity"]["cases"]:
+        if case["compared"] == "merged pytorch vs onnxruntime":
+            assert case["passed"] and case["margin"] <= 1
+        else:
+            assert case["compared"] == "peft unmerged vs onnxruntime" and case["margin"] > 1
 
 
 def test_device_runtime_needs_neither_torch_nor_transformers(runs, tmp_path):

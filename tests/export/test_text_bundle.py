@@ -22,7 +22,9 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("text_runs")
     data = write_topic_texts(root / "topics.jsonl")
     out = {}
-    for method, arch, extra in (("lora", "bert", {"optim.lr": 1e-2}), ("prompt_tuning", "bert", {}),
+    # lora and full learn the topics; ia3 and prompt tuning on a random-init backbone stay at the
+    # majority class (their runs are flagged degenerate, and export them only with consent).
+    for method, arch, extra in (("lora", "bert", {"optim.lr": 1e-2, "optim.epochs": 6}), ("prompt_tuning", "bert", {}),
                                 ("full", "roberta", {"optim.lr": 1e-2}), ("ia3", "distilbert", {})):
         cfg = load_config(overrides={"task": "text_classification", "data.path": str(data), "model.arch": arch,
                                      "model.weights": "random", "method": method, "optim.epochs": 3,
@@ -33,8 +35,10 @@ def runs(tmp_path_factory):
 
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning", "full", "ia3"])
 def test_bundle_passes_three_way_parity_and_predicts_like_pytorch(runs, tmp_path, method):
-    result = export_bundle(runs[method], tmp_path / "bundle", device="cpu")
+    degenerate = json.loads((runs[method] / "report.json").read_text())["degenerate"]
+    result = export_bundle(runs[method], tmp_path / "bundle", device="cpu", allow_degenerate=True)
     manifest = verify_bundle(result.dir)
+    assert manifest["source_run"]["exported_despite"] == (["degenerate"] if degenerate else [])
     assert manifest["valid"] and manifest["task"] == "text_classification"
     assert {"model.onnx", "tokenizer/tokenizer.json"} <= set(manifest["files"])
     tok = manifest["tokenization"]
@@ -43,8 +47,14 @@ def test_bundle_passes_three_way_parity_and_predicts_like_pytorch(runs, tmp_path
     has_adapter = method != "full"
     assert ("peft unmerged vs merged pytorch" in compared) == has_adapter
     assert ("peft unmerged vs onnxruntime" in compared) == has_adapter
+    n = len(parity_texts(runs[method]))
     for case in manifest["parity"]["cases"]:
-        assert case["max_abs_diff"] <= 1e-4 and case["top1_agreement"] == 1.0, case
+        assert case["passed"] and case["margin"] <= 1 and case["top1_agreed"] == case["top1_compared"], case
+        if case["name"].startswith("held-out"):  # every held-out row, each a decision or a tie
+            assert case["samples"] == n and case["top1_compared"] + case["ties"] == n, case
+        else:
+            assert case["top1_compared"] == 0  # random token ids: values only
+    assert {c["batch_size"] for c in manifest["parity"]["cases"] if c["name"].startswith("held-out")} == {1, 16}
     # Device-side inference agrees with the PyTorch checkpoint, row by row.
     run = load_text_run(runs[method])
     texts = [r["text"] for r in parity_texts(runs[method])][:20]
@@ -78,8 +88,9 @@ def test_a_broken_merge_fails_the_export_and_keeps_the_evidence(runs, tmp_path):
     assert not (tmp_path / "bundle").exists()
     failed = json.loads((tmp_path / "bundle.invalid" / "manifest.json").read_text())
     assert failed["valid"] is False
-    bad = [c for c in failed["parity"]["cases"] if c["max_abs_diff"] > 1e-4]
-    assert bad and all(c["compared"].startswith("peft unmerged") for c in bad)
+    bad = [c for c in failed["parity"]["cases"] if not c["passed"]]
+    assert bad and all(c["compared"].startswith("peft unmerged") and c["margin"] > 1 for c in bad)
+    assert all(c["margin"] <= 1 for c in failed["parity"]["cases"] if c["compared"] == "merged pytorch vs onnxruntime")
 
 
 @pytest.mark.slow
@@ -93,7 +104,7 @@ def test_real_minilm_lora_exports_and_passes_parity(tmp_path):
     assert weights["source"].startswith("catalog all-minilm-l6-v2")
     assert weights["loaded_tensors"] >= 100 and all(k.startswith("classifier") for k in weights["new_tensors"])
     bundle = export_bundle(tmp_path / "run", tmp_path / "bundle", device="cpu")
-    assert bundle.parity["passed"] and bundle.parity["max_abs_diff"] <= 1e-4
+    assert bundle.parity["passed"] and bundle.parity["margin"] <= 1 and bundle.parity["top1_compared"] > 0
     assert any(c["compared"] == "peft unmerged vs onnxruntime" for c in bundle.parity["cases"])
 
 

@@ -11,7 +11,7 @@ from edgetune.server.demo import run_demo
 def test_demo_through_the_service(tmp_path):
     out = run_demo(tmp_path / "demo", silent, epochs=1, image_size=32)
     assert out["accuracy"] > 0.5  # one epoch at 32px; chance is 0.1
-    assert out["parity"]["passed"] and out["parity"]["max_abs_diff"] <= 1e-4
+    assert out["parity"]["passed"] and out["parity"]["margin"] <= 1 and out["parity"]["top1_compared"] > 0
     assert (tmp_path / "demo" / "bundles").is_dir() and out["ort_ms"] > 0
 
 

@@ -8,7 +8,7 @@ import zipfile
 import grpc
 import pytest
 
-from edgetune.v1 import datasets_pb2, jobs_pb2
+from edgetune.v1 import datasets_pb2, exports_pb2, jobs_pb2
 from tests.conftest import write_pattern_folder
 
 TINY = dict(base_model="resnet18", weights="random", epochs=2, image_size=32, batch_size=8)
@@ -37,8 +37,10 @@ def test_full_flow(server, tmp_path):
     assert [e.id for e in client.watch(job.id, after_event_id=cut)] == [e.id for e in events if e.id > cut]
 
     exp = client.export(job.id)
-    assert exp.valid and exp.parity.passed and exp.parity.max_abs_diff <= 1e-4
-    assert exp.parity.top1_agreement == 1.0 and list(exp.labels) == ["a", "b", "c"]
+    assert exp.valid and exp.parity.passed and exp.parity.margin <= 1 and exp.parity.precision == "fp32"
+    assert exp.parity.top1_agreement == 1.0 and exp.parity.top1_compared > 0 and list(exp.labels) == ["a", "b", "c"]
+    assert all(c.passed and c.reference == "pytorch" and c.candidate == "onnxruntime" for c in exp.parity.cases)
+    assert not done.warnings
 
     bundle = client.download(exp.id, tmp_path / "dl")
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -134,3 +136,35 @@ def test_bad_requests_get_their_documented_codes(server, tmp_path):
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     client.cancel_job(job.id)
     assert len(client.list_base_models()) >= 8
+
+
+def test_a_degenerate_job_warns_and_export_needs_consent(server, tmp_path):
+    """Identical images in every class: the job succeeds, says its model is degenerate (in the job
+    and its events), and ExportModel refuses it unless allow_degenerate is set."""
+    from tests.conftest import write_identical_folder
+
+    client = server.client()
+    ds = client.upload_dataset(write_identical_folder(tmp_path / "same"), name="same")
+    job = client.create_job(ds.id, **{**TINY, "epochs": 1})
+    events = list(client.watch(job.id))
+    done = client.get_job(job.id)
+    assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED
+    assert any("outputs are constant" in w for w in done.warnings), done.warnings
+    assert any("majority-class rate" in w for w in done.warnings)
+    assert any(e.log.startswith("warning: degenerate model") for e in events if e.WhichOneof("kind") == "log")
+
+    code = grpc.StatusCode
+    for kwargs, expected, words in (({}, code.FAILED_PRECONDITION, "allow_degenerate"),
+                                    ({"allow_degenerate": True, "rtol": 2.0}, code.INVALID_ARGUMENT, "rtol"),
+                                    ({"allow_degenerate": True, "atol": float("inf")}, code.INVALID_ARGUMENT, "atol")):
+        with pytest.raises(grpc.RpcError) as e:
+            client.export(job.id, **kwargs)
+        assert e.value.code() == expected and words in e.value.details(), (kwargs, e.value.details())
+    listed = client.exports.ListExports(exports_pb2.ListExportsRequest(job_id=job.id), timeout=5)
+    assert list(listed.exports) == []  # refused exports leave nothing behind
+
+    exp = client.export(job.id, allow_degenerate=True)
+    assert exp.valid and exp.parity.passed
+    manifest = json.loads((client.download(exp.id, tmp_path / "dl") / "manifest.json").read_text())
+    assert manifest["source_run"]["exported_despite"] == ["degenerate"]
+    assert manifest["source_run"]["degenerate"] and manifest["source_run"]["finished"]

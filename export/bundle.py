@@ -36,14 +36,14 @@ from edgetune.imaging import Preprocessing, normalize
 from edgetune.progress import LogLine, ProgressSink, silent
 from edgetune.integrity import sha256_file
 from edgetune.trainers.checkpoint import save_json
-from edgetune.trainers.run import RunFiles, RunStatus, load_run_model, read_model_meta, run_status
+from edgetune.trainers.run import RunFiles, RunModel, RunStatus, load_run_model, read_model_meta, run_status
 
-from .onnx_export import export_onnx
+from .onnx_export import export_onnx, metadata_problems
 from .parity import ImageContract, ParityReport, check_parity
 from .runtime import BUNDLE_FORMAT, create_session
-from .specs import EXPORT_SPECS, ExportSpec, Tolerance
+from .specs import EXPORT_SPECS, FP32, ExportSpec, Tolerance
 
-PRECISION = "fp32"  # what export_bundle writes; INT8 / FP16 variants will add theirs
+PRECISION = FP32  # what export_bundle writes; INT8 / FP16 variants will add theirs
 
 
 @dataclass
@@ -99,9 +99,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
     task = meta.get("task", "image_classification")
     if task not in BUILDERS:
         raise InvalidArgument("run", f"exporting {task} runs is not supported yet")
+    spec = _with_tolerance(EXPORT_SPECS[task], atol, rtol)
     status = run_status(run_dir)
     _check_status(status, allow_degenerate, allow_unfinished)
-    spec = _with_tolerance(EXPORT_SPECS[task], atol, rtol)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -162,7 +162,7 @@ def _check_status(status: RunStatus, allow_degenerate: bool, allow_unfinished: b
     if status.degenerate and not allow_degenerate:
         raise FailedPrecondition("run", "the model is degenerate: " + "; ".join(status.degenerate) +
                                  "; export refused unless allowed explicitly (--allow-degenerate, or "
-                                 "allow_degenerate in ExportModel)")
+                                 "allow_degenerate in ExportModelRequest)")
 
 
 def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
@@ -177,16 +177,28 @@ def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
     sample = torch.from_numpy(normalize(np.resize(pixels, (2, *pixels.shape[1:])), run.preprocessing))
     model_path = export_onnx(run.model, (sample,), spec, folder / "model.onnx", metadata)
     session = create_session(model_path, device)
+    fields = image_fields(run, spec)
+
+    def check() -> ParityReport:
+        # The candidate side reads what a device reads: the manifest's preprocessing and labels as
+        # JSON will hold them, which the model file's metadata must repeat.
+        written = json.loads(json.dumps(fields))
+        device_side = ImageContract(Preprocessing.from_dict(written["preprocessing"]), written["labels"])
+        return check_parity(run.model, session, spec, pixels, ImageContract(run.preprocessing, run.classes),
+                            device_side, PRECISION, problems=metadata_problems(model_path, {
+                                "labels": written["labels"], "preprocessing": written["preprocessing"]}))
+
+    return fields, check
+
+
+def image_fields(run: RunModel, spec: ExportSpec) -> dict:
+    """An image bundle's manifest fields: labels, preprocessing, input and output shapes."""
     size = run.preprocessing.size
-    fields = {
+    return {
         "labels": run.classes, "preprocessing": run.preprocessing.to_dict(),
         "inputs": [{"name": spec.input_names[0], "dtype": "float32", "shape": ["batch", 3, size, size]}],
         "outputs": [{"name": spec.outputs[0], "dtype": "float32", "shape": ["batch", len(run.classes)]}],
     }
-    # The candidate side reads what a device reads: the manifest's preprocessing and labels.
-    device_side = ImageContract(Preprocessing.from_dict(fields["preprocessing"]), list(fields["labels"]))
-    return fields, lambda: check_parity(run.model, session, spec, pixels, ImageContract(run.preprocessing, run.classes),
-                                        device_side)
 
 
 def _text_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str):

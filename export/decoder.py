@@ -24,7 +24,7 @@ import numpy as np
 
 from edgetune.errors import InvalidArgument
 
-from .specs import FP32_TEXT, Tolerance
+from .specs import FP32, FP32_TEXT, Tolerance
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -305,13 +305,15 @@ def prompt_prefix_past(peft_model: torch.nn.Module) -> list[np.ndarray]:
 def check_generation_parity(reference_model: torch.nn.Module, session: ort.InferenceSession, io: DecoderIO,
                             prompts: list[list[int]], max_new_tokens: int, eos_token_id: int | None = None,
                             tolerance: Tolerance = FP32_TEXT, initial_past: list[np.ndarray] | None = None,
-                            large_batch: int = 16, reference: str = "pytorch") -> ParityReport:
+                            large_batch: int = 16, reference: str = "pytorch", precision: str = FP32
+                            ) -> ParityReport:
     """Greedy generation in ONNX Runtime must follow PyTorch's, with ``parity.py``'s rules.
 
     Per prompt (batch 1), the logits of every step (prefill's last position, then each decode
     step) must be within ``tolerance``, and the token must be PyTorch's wherever PyTorch's top-2
     gap is a decision. A differing token ends that prompt's comparison (the sequences part); it
-    fails the gate unless PyTorch's own choice was a tie within the tolerance. Then the prompts,
+    fails the gate unless PyTorch's own choice was a tie within the tolerance. Stopping early or
+    late (eos) with no differing token fails too. Then the prompts,
     left-padded in batches of ``large_batch``, go through one prefill each whose logits at every
     real position must match PyTorch's unpadded forward pass: this exercises the dynamic batch
     and sequence axes.
@@ -322,28 +324,27 @@ def check_generation_parity(reference_model: torch.nn.Module, session: ort.Infer
 
     from edgetune.trainers.generation import greedy_with_logits
 
-    from .parity import CaseBuilder, ParityReport, batches_of, decisive, raise_unless_passed
+    from .parity import CaseBuilder, ParityReport, batches_of, raise_unless_passed
 
     if not prompts:
         raise InvalidArgument("prompts", "needs at least one prompt")
     reference_model = reference_model.eval()
     generator = OrtGenerator(session, io, initial_past)
-    report = ParityReport("fp32", tolerance, session.get_providers())
+    report = ParityReport(precision, tolerance, session.get_providers())
     greedy = CaseBuilder(f"greedy generation, {len(prompts)} held-out prompts, up to {max_new_tokens} new tokens",
                          reference, "onnxruntime", tolerance)
-    for prompt in prompts:
+    for n, prompt in enumerate(prompts):
         ref_tokens, ref_logits = greedy_with_logits(reference_model, prompt, max_new_tokens, eos_token_id)
         got = list(generator.stream_logits(prompt, max_new_tokens, eos_token_id))
         for (token, row), ref_token, ref_row in zip(got, ref_tokens, ref_logits):
-            greedy.add_values(ref_row[None], row[None], 1)
-            if not decisive(ref_row, tolerance):
-                greedy.ties += 1
-            else:
-                greedy.top1_compared += 1
-                greedy.top1_agreed += int(token == ref_token)
+            greedy.add_values(ref_row[None], row[None], 1, 1)
+            greedy.add_decision(ref_row, token == ref_token)
             if token != ref_token:
                 break
-    greedy.batch_size = 1
+        else:
+            if len(got) != len(ref_tokens):
+                report.problems.append(f"{reference}: prompt {n} gives {len(got)} tokens in onnxruntime, "
+                                       f"{len(ref_tokens)} in PyTorch, with no differing token")
     report.cases.append(greedy.build())
 
     prefill = CaseBuilder(f"prefill of {len(prompts)} held-out prompts, left-padded, batch {large_batch}",
@@ -355,8 +356,6 @@ def check_generation_parity(reference_model: torch.nn.Module, session: ort.Infer
             with torch.inference_mode():
                 ids = torch.tensor([prompt], dtype=torch.long)
                 ref = reference_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -len(prompt):]
-            prefill.add_values(ref.float().numpy(), logits[n, width - len(prompt):], 0)
-        prefill.samples += len(chunk)
-        prefill.batch_size = max(prefill.batch_size, len(chunk))
+            prefill.add_values(ref.float().numpy(), logits[n, width - len(prompt):], 1, len(chunk))
     report.cases.append(prefill.build())
     return raise_unless_passed(report)

@@ -11,6 +11,7 @@ Prompt tuning cannot be merged: the bundle carries the virtual tokens' keys and 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +26,10 @@ from edgetune.trainers.generation import prompt_ids
 from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
 
 from .decoder import check_generation_parity, export_decoder, prompt_prefix_past
+from .onnx_export import metadata_problems
 from .parity import ParityReport, raise_unless_passed
 from .runtime import create_session
-from .specs import ExportSpec
+from .specs import FP32, ExportSpec
 from .text_runtime import tokenization_of
 
 PROMPT_PAST = "prompt_past.safetensors"
@@ -62,31 +64,37 @@ def text_generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, devic
                     else io.dtype} for n in io.input_names],
         "outputs": [{"name": n, "dtype": io.dtype} for n in io.output_names],
     }
-    # The gate's prompts are tokenized by the device code from the bundle's own files, and must
-    # equal what training fed the model.
-    device_tokenizer = Tokenizer.from_file(str(folder / tokenization["file"]))
-    prompts = []
-    for r in parity_texts(run_dir):
-        ids = encode_prompt(device_tokenizer, fmt, r["prompt"])
-        if ids != prompt_ids(run.tokenizer, fmt, r["prompt"]):
-            raise ParityError("tokenizer", f"device tokenization of val prompt row {r['row']} differs from training")
-        prompts.append(ids)
+    rows = parity_texts(run_dir)
 
     def check() -> ParityReport:
-        tolerance = spec.tolerance("fp32")
+        tolerance = spec.tolerance(FP32)
+        report = ParityReport(FP32, tolerance, session.get_providers())
+        # The gate's prompts are wrapped and tokenized by the device code from the bundle's own
+        # files and the manifest as written, and must equal what training fed the model.
+        written = json.loads(json.dumps(fields))
+        report.problems += metadata_problems(folder / "model.onnx", {"tokenization": written["tokenization"],
+                                                                     "prompt_format": written["prompt_format"]})
+        device_tokenizer = Tokenizer.from_file(str(folder / written["tokenization"]["file"]))
+        prompts = [encode_prompt(device_tokenizer, written["prompt_format"], r["prompt"]) for r in rows]
+        differ = [r["row"] for r, ids in zip(rows, prompts) if ids != prompt_ids(run.tokenizer, fmt, r["prompt"])]
+        if differ:
+            report.problems.append(f"device tokenization differs from training's on {len(differ)} of {len(rows)} "
+                                   f"held-out prompts (first: row {differ[0]})")
         references = []
         if initial_past is None:  # prompt tuning's only faithful reference is the peft model itself
             references.append(("merged pytorch", run.model))
         if unmerged is not None:
             references.append(("peft unmerged", unmerged))
-        report = ParityReport("fp32", tolerance, session.get_providers())
         for name, model in references:
             try:
                 part = check_generation_parity(model, session, io, prompts, max_new, eos, tolerance, initial_past,
-                                               spec.large_batch, name)
+                                               spec.large_batch, name, FP32)
             except ParityError as e:
+                if e.report is None:  # e.g. an output shape that differs: no values to compare
+                    raise
                 part = e.report
             report.cases += part.cases
+            report.problems += part.problems
         return raise_unless_passed(report)
 
     return fields, check

@@ -48,3 +48,15 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file, as strings."""
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def metadata_problems(path: str | Path, manifest: dict[str, object]) -> list[str]:
+    """Where the model file's ``metadata_props`` (``edgetune.<key>``) disagree with the manifest's
+    ``key``: a device may read either, so both must say the same."""
+    props = read_metadata(path)
+    problems = []
+    for key, value in manifest.items():
+        written = props.get(f"edgetune.{key}")
+        if written is None or json.loads(written) != json.loads(json.dumps(value)):
+            problems.append(f"model.onnx metadata edgetune.{key} differs from the manifest's {key}")
+    return problems

@@ -30,7 +30,7 @@ import torch.nn as nn
 from edgetune.errors import ParityError
 from edgetune.imaging import Preprocessing, normalize
 
-from .specs import ExportSpec, Tolerance
+from .specs import FP32, ExportSpec, Tolerance
 
 Feed = dict[str, np.ndarray]
 Runner = Callable[[Any], np.ndarray]  # one batch -> float logits [batch, classes]
@@ -65,7 +65,7 @@ class ParityCase:
         return self.margin <= 1.0 and self.top1_agreed == self.top1_compared
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "compared": self.compared, "top1_agreement": self.top1_agreement,
+        return {**_finite(asdict(self)), "compared": self.compared, "top1_agreement": self.top1_agreement,
                 "passed": self.passed}
 
 
@@ -103,14 +103,24 @@ class ParityReport:
         return bool(self.cases) and all(c.passed for c in self.cases) and not self.problems
 
     def to_dict(self) -> dict:
+        """JSON-safe (strict JSON has no inf or NaN: a non-finite error is written as null)."""
         return {"passed": self.passed, "precision": self.precision, **self.tolerance.to_dict(),
-                "margin": self.margin, "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
+                **_finite({"margin": self.margin, "max_abs_diff": self.max_abs_diff,
+                           "max_rel_diff": self.max_rel_diff}),
                 "top1_agreement": self.top1_agreement, "top1_compared": self.top1_compared,
                 "providers": self.providers, "problems": self.problems,
                 "cases": [c.to_dict() for c in self.cases]}
 
     def summary(self) -> str:
         return parity_line(self.to_dict())
+
+
+def _finite(values: dict) -> dict:
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in values.items()}
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "non-finite" if value is None else format(value, fmt)
 
 
 def parity_line(parity: dict) -> str:
@@ -122,13 +132,13 @@ def parity_line(parity: dict) -> str:
                  if agreement is not None else "no held-out decision outside the tolerance")
     ties = sum(c.get("ties", 0) for c in parity["cases"])
     line = (f"parity {'PASSED' if parity['passed'] else 'FAILED'} ({parity['precision']}, "
-            f"{', '.join(parity['providers'])}): margin {parity['margin']:.3f} of the tolerance "
+            f"{', '.join(parity['providers'])}): margin {_num(parity['margin'], '.3g')} of the tolerance "
             f"|diff| <= {parity['atol']:.0e} + {parity['rtol']:.0e}*|ref| (max abs diff "
-            f"{parity['max_abs_diff']:.3e}), {decisions}" + (f", {ties} ties not counted" if ties else ""))
+            f"{_num(parity['max_abs_diff'], '.3e')}), {decisions}" + (f", {ties} ties not counted" if ties else ""))
     failed = [c for c in parity["cases"] if not c.get("passed", True)]
     if failed:
         c = failed[0]
-        line += (f"; first failing case: {c['compared']}, {c['name']} (margin {c['margin']:.3g}, "
+        line += (f"; first failing case: {c['compared']}, {c['name']} (margin {_num(c['margin'], '.3g')}, "
                  f"top-1 {c['top1_agreed']}/{c['top1_compared']})")
     if parity.get("problems"):
         line += "; " + "; ".join(parity["problems"][:3])
@@ -174,22 +184,27 @@ class CaseBuilder:
     top1_agreed: int = 0
     ties: int = 0
 
-    def add_values(self, ref: np.ndarray, got: np.ndarray, rows: int) -> None:
+    def add_values(self, ref: np.ndarray, got: np.ndarray, samples: int, batch_size: int) -> None:
+        """Outputs of one run of both sides over ``samples`` inputs fed ``batch_size`` at a time."""
         abs_diff, margin = value_margin(ref, got, self.tolerance)
         self.max_abs, self.margin = max(self.max_abs, abs_diff), max(self.margin, margin)
         self.ref_max = max(self.ref_max, float(np.abs(ref).max()) if ref.size else 0.0)
-        self.samples += rows
-        self.batch_size = max(self.batch_size, rows)
+        self.samples += samples
+        self.batch_size = max(self.batch_size, batch_size)
+
+    def add_decision(self, ref_row: np.ndarray, agreed: bool) -> bool:
+        """One top-1 choice: counted when ``ref_row`` decides, else a tie. Returns whether it decided."""
+        if not decisive(ref_row, self.tolerance):
+            self.ties += 1
+            return False
+        self.top1_compared += 1
+        self.top1_agreed += int(agreed)
+        return True
 
     def add_decisions(self, ref: np.ndarray, got: np.ndarray, ref_labels: Sequence, got_labels: Sequence) -> None:
         """Top-1 of each row of ``[rows, classes]`` logits, read through each side's labels."""
-        ref_top, got_top = ref.argmax(-1), got.argmax(-1)
-        for row, counts in enumerate(decisive(ref, self.tolerance)):
-            if not counts:
-                self.ties += 1
-                continue
-            self.top1_compared += 1
-            self.top1_agreed += int(_label(ref_labels, ref_top[row]) == _label(got_labels, got_top[row]))
+        for ref_row, got_row in zip(ref, got):
+            self.add_decision(ref_row, _label(ref_labels, ref_row.argmax()) == _label(got_labels, got_row.argmax()))
 
     def build(self) -> ParityCase:
         rel = self.max_abs / self.ref_max if self.ref_max > 0 else (0.0 if self.max_abs == 0 else float("inf"))
@@ -209,7 +224,7 @@ def compare(name: str, reference: Runner, candidate: Runner, batches: list, tole
     case = CaseBuilder(name, *parties, tolerance)
     for batch in batches:
         ref, got = reference(batch), candidate(batch)
-        case.add_values(ref, got, len(ref))
+        case.add_values(ref, got, len(ref), len(ref))
         if labels is not None:
             case.add_decisions(ref, got, *labels)
     return case.build()
@@ -249,14 +264,15 @@ class ImageContract:
 
 
 def check_parity(model: nn.Module, session: ort.InferenceSession, spec: ExportSpec, pixels: np.ndarray,
-                 reference: ImageContract, device: ImageContract, precision: str = "fp32",
-                 seed: int = 0) -> ParityReport:
+                 reference: ImageContract, device: ImageContract, precision: str = FP32,
+                 seed: int = 0, problems: Sequence[str] = ()) -> ParityReport:
     """Image classifiers: held-out images through training's pipeline (torch normalization,
     PyTorch) and the device's (the bundle's preprocessing in numpy, ONNX Runtime), then random
     normalized inputs through both runtimes.
 
     Args:
         pixels: held-out images, uint8 NHWC at the model's input size.
+        problems: failed checks found before this one (e.g. metadata that disagrees); they fail the gate.
 
     Returns the report when it passes; raises ParityError carrying the report otherwise.
     """
@@ -280,7 +296,7 @@ def check_parity(model: nn.Module, session: ort.InferenceSession, spec: ExportSp
     noise = rng.standard_normal((2 * big, 3, *pixels.shape[1:3])).astype(np.float32)
     labels = (reference.labels, device.labels)
     report = ParityReport(precision, tolerance, session.get_providers())
-    report.problems += label_problems(reference.labels, device.labels)
+    report.problems += [*problems, *label_problems(reference.labels, device.labels)]
     report.cases += [
         compare("held-out images, batch 1", torch_pixels, ort_pixels, batches_of(pixels, 1), tolerance, labels),
         compare(f"held-out images, batch {big}", torch_pixels, ort_pixels, batches_of(pixels, big), tolerance,

@@ -26,6 +26,8 @@ class Tolerance:
         return {"atol": self.atol, "rtol": self.rtol}
 
 
+FP32 = "fp32"  # the precision bundles are exported in today
+
 # fp32 against fp32: set from bench/parity_margins.py (every registry architecture, several seeds,
 # trained and untrained heads), so that the largest honest margin is at most half of the tolerance
 # while every tampered export in tests/export fails by an order of magnitude or more.
@@ -58,7 +60,7 @@ class ExportSpec:
     def input_names(self) -> list[str]:
         return list(self.inputs)
 
-    def tolerance(self, precision: str = "fp32") -> Tolerance:
+    def tolerance(self, precision: str = FP32) -> Tolerance:
         if precision not in self.tolerances:
             raise KeyError(f"{self.task} declares no parity tolerance for {precision}")
         return self.tolerances[precision]
@@ -69,13 +71,13 @@ _TOKENS = {0: "batch", 1: "sequence"}
 EXPORT_SPECS: dict[str, ExportSpec] = {
     "image_classification": ExportSpec(
         task="image_classification", inputs={"pixel_values": {0: "batch"}}, outputs=("logits",),
-        tolerances={"fp32": FP32_IMAGE}),
+        tolerances={FP32: FP32_IMAGE}),
     "text_classification": ExportSpec(
         task="text_classification", inputs={"input_ids": _TOKENS, "attention_mask": _TOKENS},
-        outputs=("logits",), tolerances={"fp32": FP32_TEXT}),
+        outputs=("logits",), tolerances={FP32: FP32_TEXT}),
     # Decoders: the KV-cache inputs and outputs per layer are described by ``decoder.DecoderIO``.
     "text_generation": ExportSpec(
         task="text_generation", inputs={"input_ids": _TOKENS, "attention_mask": {0: "batch", 1: "total_sequence"},
                                         "position_ids": _TOKENS}, outputs=("logits",),
-        tolerances={"fp32": FP32_TEXT}),
+        tolerances={FP32: FP32_TEXT}),
 }

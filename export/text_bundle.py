@@ -13,6 +13,7 @@ probes have no adapter: two parties.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +25,11 @@ import edgetune
 from edgetune.trainers.text import encode
 from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
 
-from .onnx_export import export_onnx
+from .onnx_export import export_onnx, metadata_problems
 from .parity import (Feed, ParityReport, batches_of, compare, label_problems, ort_runner, raise_unless_passed,
                      torch_runner)
 from .runtime import create_session
-from .specs import ExportSpec
+from .specs import FP32, ExportSpec
 from .text_runtime import TextEncoder, tokenization_of
 
 PARITY_LENGTHS = (2, 7)  # random-token cases, besides max_length
@@ -65,26 +66,27 @@ def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, devi
     model_path = export_onnx(run.model, tuple(torch.from_numpy(sample[n]) for n in spec.input_names), spec,
                              folder / "model.onnx", metadata, dim_max={"sequence": max_length})
     session = create_session(model_path, device)
-    fields = {
-        "labels": run.classes, "tokenization": tokenization,
-        "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in spec.input_names],
-        "outputs": [{"name": spec.outputs[0], "dtype": "float32", "shape": ["batch", len(run.classes)]}],
-    }
+    fields = text_classifier_fields(run, spec, tokenization)
     unmerged = load_unmerged(run_dir)
 
     def check() -> ParityReport:
-        tolerance = spec.tolerance("fp32")
+        tolerance = spec.tolerance(FP32)
         merged, ort = torch_runner(run.model, spec.input_names), ort_runner(session, spec)
         big = spec.large_batch
         one = [encoder.encode(b) for b in batches_of(texts, 1)]
         batched = [encoder.encode(b) for b in batches_of(texts, big)]
         random = _random_feeds(len(run.tokenizer), [*PARITY_LENGTHS, max_length], 4)
-        labels = (run.classes, fields["labels"])  # the device reads the manifest's labels
-        report = ParityReport("fp32", tolerance, session.get_providers())
-        report.problems += label_problems(run.classes, fields["labels"])
+        written = json.loads(json.dumps(fields))  # the manifest as a device reads it
+        labels = (run.classes, written["labels"])
+        report = ParityReport(FP32, tolerance, session.get_providers())
+        report.problems += metadata_problems(model_path, {"labels": written["labels"],
+                                                          "tokenization": written["tokenization"]})
+        report.problems += label_problems(run.classes, written["labels"])
         trained_ids, _ = encode(run.tokenizer, texts, max_length)
-        report.problems += [f"device tokenization of held-out row {r['row']} differs from training"
-                            for r, ids, device_ids in zip(rows, trained_ids, encoder.ids(texts)) if ids != device_ids][:3]
+        differ = [r["row"] for r, ids, device_ids in zip(rows, trained_ids, encoder.ids(texts)) if ids != device_ids]
+        if differ:
+            report.problems.append(f"device tokenization differs from training's on {len(differ)} of {len(rows)} "
+                                   f"held-out rows (first: row {differ[0]})")
         report.cases += [
             compare("held-out rows, batch 1", merged, ort, one, tolerance, labels, ("merged pytorch", "onnxruntime")),
             compare(f"held-out rows, batch {big} (padded)", merged, ort, batched, tolerance, labels,
@@ -99,9 +101,19 @@ def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, devi
                 compare("held-out rows, batch 1", peft, merged, one, tolerance, same, ("peft unmerged", "merged pytorch")),
                 compare(f"held-out rows, batch {big} (padded)", peft, merged, batched, tolerance, same,
                         ("peft unmerged", "merged pytorch")),
+                compare("held-out rows, batch 1", peft, ort, one, tolerance, labels, ("peft unmerged", "onnxruntime")),
                 compare(f"held-out rows, batch {big} (padded)", peft, ort, batched, tolerance, labels,
                         ("peft unmerged", "onnxruntime")),
             ]
         return raise_unless_passed(report)
 
     return fields, check
+
+
+def text_classifier_fields(run, spec: ExportSpec, tokenization: dict) -> dict:
+    """A text classification bundle's manifest fields: labels, tokenization, input and output shapes."""
+    return {
+        "labels": run.classes, "tokenization": tokenization,
+        "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in spec.input_names],
+        "outputs": [{"name": spec.outputs[0], "dtype": "float32", "shape": ["batch", len(run.classes)]}],
+    }

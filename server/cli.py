@@ -157,7 +157,7 @@ def run_remote(args) -> int:
                 print(jobs_pb2.JobState.Name(state))
         elif cmd == "export":
             exp = client.export(args.job_id, allow_degenerate=args.allow_degenerate)
-            print(exp.id, "valid" if exp.valid else "INVALID", f"parity margin {exp.parity.margin:.3f} of the "
+            print(exp.id, "valid" if exp.valid else "INVALID", f"parity margin {exp.parity.margin:.3g} of the "
                   f"tolerance (max abs diff {exp.parity.max_abs_diff:.2e}), top-1 agreement "
                   f"{exp.parity.top1_agreement:.0%} over {exp.parity.top1_compared} decisions", exp.error)
             return 0 if exp.valid else 3

@@ -128,8 +128,10 @@ _REPORT_FIELDS = ("passed", "atol", "rtol", "margin", "max_abs_diff", "max_rel_d
 
 
 def parity_report(parity: dict) -> exports_pb2.ParityReport:
-    """A manifest's parity dict as the message; an unmeasured top-1 agreement (null) is 0."""
-    cases = [exports_pb2.ParityCase(**{k: v for k, v in c.items() if k in _CASE_FIELDS and v is not None})
+    """A manifest's parity dict as the message; an unmeasured top-1 agreement or a non-finite
+    error (null in the manifest) is 0. Manifests from before per-case verdicts take the report's."""
+    cases = [exports_pb2.ParityCase(**{"passed": parity["passed"],
+                                       **{k: v for k, v in c.items() if k in _CASE_FIELDS and v is not None}})
              for c in parity["cases"]]
     return exports_pb2.ParityReport(**{k: parity[k] for k in _REPORT_FIELDS if parity.get(k) is not None},
                                     top1_agreement=parity.get("top1_agreement") or 0.0, cases=cases)

@@ -153,12 +153,34 @@ def test_text_train_export_predict_and_generate_through_the_cli(tmp_path, capsys
     pairs = write_reverse_pairs(tmp_path / "r.jsonl", rows=60)
     assert main(["train", "text", "--task", "generation", "--data", str(pairs), "--weights", "random",
                  "--method", "lora", "--epochs", "1", "--out", str(tmp_path / "gen")]) == 0
-    export = ["export", str(tmp_path / "gen"), "--out", str(tmp_path / "gb"), "--device", "cpu"]
-    if json.loads((tmp_path / "gen" / "report.json").read_text())["degenerate"]:
-        # One epoch of a tiny random decoder usually answers every prompt alike: export needs consent.
-        assert "--allow-degenerate" in _one_line_error(capsys, main(export))
-        export.append("--allow-degenerate")
-    assert main(export) == 0
-    assert "exported despite: degenerate" in capsys.readouterr().out or "--allow-degenerate" not in export
+    # One epoch of a tiny random decoder may answer every prompt alike: consent, recorded if used.
+    degenerate = json.loads((tmp_path / "gen" / "report.json").read_text())["degenerate"]
+    assert main(["export", str(tmp_path / "gen"), "--out", str(tmp_path / "gb"), "--device", "cpu",
+                 "--allow-degenerate"]) == 0
+    assert ("exported despite: degenerate" in capsys.readouterr().out) == bool(degenerate)
     assert main(["generate", str(tmp_path / "gb"), "reverse: red cat sun", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.endswith("\n")
+
+
+def test_export_refuses_degenerate_and_unfinished_runs_without_consent(tmp_path, capsys):
+    from tests.conftest import write_identical_folder, write_pattern_folder
+
+    same = write_identical_folder(tmp_path / "same")
+    args = ["--model", "resnet18", "--weights", "random", "--image-size", "32", "--batch-size", "8"]
+    assert main(["train", "image", "--data", str(same), *args, "--epochs", "1", "--out", str(tmp_path / "dead")]) == 0
+    assert "WARNING: degenerate model: validation outputs are constant" in capsys.readouterr().out
+    line = _one_line_error(capsys, main(["export", str(tmp_path / "dead"), "--out", str(tmp_path / "b1")]))
+    assert "degenerate" in line and "--allow-degenerate" in line
+    assert main(["export", str(tmp_path / "dead"), "--out", str(tmp_path / "b1"), "--allow-degenerate"]) == 0
+    assert "exported epoch 1 of 1; exported despite: degenerate" in capsys.readouterr().out
+
+    # A run stopped after its first of three epochs (as a killed job leaves it): no final report yet.
+    data = write_pattern_folder(tmp_path / "pat")
+    assert main(["train", "image", "--data", str(data), *args, "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    (tmp_path / "r" / "report.json").unlink()
+    config = tmp_path / "r" / "config.yaml"
+    config.write_text(config.read_text().replace("epochs: 1", "epochs: 3"))
+    line = _one_line_error(capsys, main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "b2")]))
+    assert "training has not finished" in line and "epoch 1 of 3" in line and "--allow-unfinished" in line
+    assert main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "b2"), "--allow-unfinished"]) == 0
+    assert "exported epoch 1 of 3 (training had not finished); exported despite: unfinished" in capsys.readouterr().out

@@ -118,9 +118,10 @@ export class EdgetuneClient {
   /**
    * Export a SUCCEEDED job through the parity gate. Options: atol / rtol (0: the task's default;
    * per output |onnxruntime - pytorch| <= atol + rtol * |pytorch|), allowDegenerate (export a job
-   * whose `warnings` flag a degenerate model).
+   * whose `warnings` flag a degenerate model). A number is read as `{ atol }`, as before.
    */
-  exportModel(jobId, { atol = 0, rtol = 0, allowDegenerate = false } = {}) {
+  exportModel(jobId, options = {}) {
+    const { atol = 0, rtol = 0, allowDegenerate = false } = typeof options === 'number' ? { atol: options } : options;
     return call(this.exports, 'exportModel', { jobId, atol, rtol, allowDegenerate }, 300);
   }
 

@@ -128,6 +128,49 @@ def test_ties_within_the_tolerance_are_not_decisions():
     assert compare("random", lambda _: ref, lambda _: flipped, [None], tol).top1_compared == 0
 
 
+@pytest.mark.parametrize("tamper", ["swapped labels", "other normalization"])
+def test_export_bundle_gates_what_it_writes(trained_run, tmp_path, monkeypatch, tamper):
+    """A bug in the manifest writer (simulated here) fails the export: the gate's device side reads
+    the manifest as written, and the model file's metadata must repeat it."""
+    import edgetune.export.bundle as bundle
+
+    def tampered_fields(run, spec):
+        fields = image_fields(run, spec)
+        if tamper == "swapped labels":
+            fields["labels"] = [fields["labels"][1], fields["labels"][0], *fields["labels"][2:]]
+        else:
+            fields["preprocessing"] = {**fields["preprocessing"], "mean": [0.5] * 3, "std": [0.5] * 3}
+        return fields
+
+    image_fields = bundle.image_fields
+    monkeypatch.setattr(bundle, "image_fields", tampered_fields)
+    with pytest.raises(ParityError) as e:
+        export_bundle(trained_run.run_dir, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+    parity = json.loads((tmp_path / "bundle.invalid" / "manifest.json").read_text())["parity"]
+    key = "labels" if tamper == "swapped labels" else "preprocessing"
+    assert f"model.onnx metadata edgetune.{key} differs from the manifest's {key}" in parity["problems"]
+    if tamper == "swapped labels":
+        assert parity["top1_agreement"] < 1 and "labels differ from training's" in e.value.message
+    else:
+        assert parity["margin"] > 10
+
+
+def test_the_gate_passes_exactly_what_allclose_accepts():
+    tol = EXPORT_SPECS["image_classification"].tolerance("fp32")
+    rng = np.random.default_rng(0)
+    verdicts = []
+    for scale in (1e-5, 1e-4, 3e-4, 1e-3, 3e-3):
+        for _ in range(40):
+            ref = rng.normal(0, 5, (4, 10)).astype(np.float32)
+            got = (ref + rng.normal(0, scale, ref.shape) * (1 + np.abs(ref))).astype(np.float32)
+            margin = value_margin(ref, got, tol)[1]
+            allclose = np.allclose(got.astype(np.float64), ref.astype(np.float64), rtol=tol.rtol, atol=tol.atol)
+            assert (margin <= 1) == allclose, (scale, margin)
+            verdicts.append(allclose)
+    assert any(verdicts) and not all(verdicts)  # both verdicts occur
+
+
 def test_tolerance_is_the_allclose_rule():
     tol = EXPORT_SPECS["image_classification"].tolerance("fp32")
     ref = np.array([[0.0, 10.0, -100.0]])

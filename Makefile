@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/text_latency.py
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/text_finetune.py
+	$(BIN)/python bench/parity_margins.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache clients/node/node_modules

@@ -192,14 +192,13 @@ class CaseBuilder:
         self.samples += samples
         self.batch_size = max(self.batch_size, batch_size)
 
-    def add_decision(self, ref_row: np.ndarray, agreed: bool) -> bool:
-        """One top-1 choice: counted when ``ref_row`` decides, else a tie. Returns whether it decided."""
+    def add_decision(self, ref_row: np.ndarray, agreed: bool) -> None:
+        """One top-1 choice: counted when ``ref_row`` decides, else a tie."""
         if not decisive(ref_row, self.tolerance):
             self.ties += 1
-            return False
+            return
         self.top1_compared += 1
         self.top1_agreed += int(agreed)
-        return True
 
     def add_decisions(self, ref: np.ndarray, got: np.ndarray, ref_labels: Sequence, got_labels: Sequence) -> None:
         """Top-1 of each row of ``[rows, classes]`` logits, read through each side's labels."""

@@ -1,18 +1,27 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create the venv first.
+# `make install`: the package and its runtime dependencies only (what the Docker image runs);
+# `make dev` adds the test tools (`.[dev]`: pytest, grpcio-tools); `make test` runs it itself.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEV_STAMP := $(VENV)/.dev-installed-stamp
 
-.PHONY: install node-deps demo test test-fast bench clean
+.PHONY: install dev install-dev node-deps demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -e '.[dev]'
+	touch $(DEV_STAMP)
+
 install: $(STAMP)
+
+dev install-dev: $(DEV_STAMP)
 
 # The Node.js client's dependencies, for its end-to-end test (skipped where npm is missing).
 node-deps:
@@ -24,10 +33,10 @@ node-deps:
 demo: $(STAMP)
 	$(BIN)/edgetune demo
 
-test: $(STAMP) node-deps
+test: $(DEV_STAMP) node-deps
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
 
 bench: $(STAMP)

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from edgetune.export.decoder import OrtGenerator, check_generation_parity, export_decoder
+from edgetune.export.decoder import check_generation_parity, export_decoder
+from edgetune.runtime.generation import OrtGenerator
 from edgetune.trainers.generation import torch_greedy
-from edgetune.export.runtime import create_session
+from edgetune.runtime.sessions import create_session
 
 
 def build(layers: int, hidden: int, vocab: int) -> LlamaForCausalLM:

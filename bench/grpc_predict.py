@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.digits import write_digits_imagefolder
-from edgetune.export.runtime import BundlePredictor, softmax
-from edgetune.imaging import decode_rgb, normalize, resize_uint8
+from edgetune.trainers.data.digits import write_digits_imagefolder
+from edgetune.runtime.image import ImagePredictor
 from edgetune.server.client import EdgetuneClient
 
 
@@ -43,11 +42,8 @@ def percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def in_process_predict(predictor: BundlePredictor, image: bytes) -> list:
-    prep = predictor.preprocessing
-    x = normalize(resize_uint8(decode_rgb(image), prep.size, prep.interpolation)[None], prep)
-    probs = softmax(predictor.logits(x))[0]
-    return [(predictor.labels[j], float(probs[j])) for j in np.argsort(-probs)[:1]]
+def in_process_predict(predictor: ImagePredictor, image: bytes) -> list:
+    return predictor.predict_encoded([image], top_k=1)[0].top
 
 
 def latencies(fn, n: int) -> list[float]:
@@ -100,7 +96,7 @@ def main() -> None:
             exp = client.export(job.id)
             bundle = client.download(exp.id, tmp / "dl")
             image = next((digits / "3").glob("*.png")).read_bytes()
-            predictor = BundlePredictor(bundle, device="cpu")
+            predictor = ImagePredictor(bundle, device="cpu")
 
             local = latencies(lambda: in_process_predict(predictor, image), args.requests)
             remote = latencies(lambda: client.predict(exp.id, [image], top_k=1), args.requests)

@@ -25,12 +25,12 @@ import torch
 
 from edgetune.export.onnx_export import export_onnx
 from edgetune.export.parity import ImageContract, check_parity
-from edgetune.export.runtime import create_session
+from edgetune.runtime.sessions import create_session
 from edgetune.export.specs import EXPORT_SPECS
-from edgetune.latency import measure_latency
-from edgetune.imaging import Preprocessing
-from edgetune.trainers.architectures import create_model, default_normalization
-from edgetune.trainers.catalog import load_base_weights, resolve_weights
+from edgetune.export.latency import measure_latency
+from edgetune.runtime.imaging import Preprocessing
+from edgetune.trainers.models.image import create_model, default_normalization
+from edgetune.trainers.models.catalog import load_base_weights, resolve_weights
 
 DEFAULT_MODELS = ["resnet18", "vit_tiny_patch16_224", "efficientnet_lite0", "mobilenetv3_large_100"]
 

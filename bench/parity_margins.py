@@ -60,8 +60,8 @@ def _train(overrides: dict, out: Path) -> Path:
 
 
 def image_runs(work: Path, seeds: list[int], archs: list[str] | None = None):
-    from edgetune.digits import write_digits_imagefolder
-    from edgetune.trainers.architectures import ARCHITECTURES
+    from edgetune.trainers.data.digits import write_digits_imagefolder
+    from edgetune.trainers.models.image import ARCHITECTURES
 
     data = write_digits_imagefolder(work / "digits", limit_per_class=40)
     for arch in archs or ARCHITECTURES:
@@ -115,9 +115,9 @@ def tamper_image(run_dir: Path, bundle: Path) -> dict:
     from edgetune.errors import ParityError
     from edgetune.export.bundle import held_out_pixels
     from edgetune.export.parity import ImageContract, check_parity
-    from edgetune.export.runtime import create_session
+    from edgetune.runtime.sessions import create_session
     from edgetune.export.specs import EXPORT_SPECS
-    from edgetune.imaging import Preprocessing
+    from edgetune.runtime.imaging import Preprocessing
     from edgetune.trainers.run import load_run_model
 
     spec = EXPORT_SPECS["image_classification"]
@@ -192,7 +192,7 @@ def measure(seeds: list[int], only: list[str], archs: list[str] | None = None) -
 def demo_seeds(n: int) -> list[dict]:
     """The README demo's training and export (digits, EfficientNet-Lite0 from ImageNet weights,
     full fine-tune, 3 epochs at 64 px), in-process, with seeds 0..n-1."""
-    from edgetune.digits import write_digits_imagefolder
+    from edgetune.trainers.data.digits import write_digits_imagefolder
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

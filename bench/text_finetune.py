@@ -41,7 +41,7 @@ def _peak_rss_mb() -> float:
 
 
 def run_edgetune(method: str, epochs: int, data: str) -> dict:
-    from edgetune.trainers.text import train_text
+    from edgetune.trainers.recipes.text_classification import train_text
 
     cfg = _config(method, epochs, data)
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,9 +63,9 @@ def run_plain(method: str, epochs: int, data: str) -> dict:
     from edgetune.trainers.fit import seed_everything
     from edgetune.trainers.metrics import confusion_matrix, summarize
     from edgetune.trainers.methods import apply_text_method, trainable_parameters
-    from edgetune.trainers.text import TokenizedRows, encode, pad_collate
-    from edgetune.trainers.text_data import TextFields, load_text_data
-    from edgetune.trainers.text_models import create_text_model, resolve_text_weights
+    from edgetune.trainers.recipes.text_classification import TokenizedRows, encode, pad_collate
+    from edgetune.trainers.data.texts import TextFields, load_text_data
+    from edgetune.trainers.models.text import create_text_model, resolve_text_weights
 
     cfg = _config(method, epochs, data)
     g = seed_everything(cfg.seed)

@@ -20,10 +20,10 @@ import torch
 
 from edgetune.export.onnx_export import export_onnx
 from edgetune.export.parity import compare, ort_runner, torch_runner
-from edgetune.export.runtime import create_session
+from edgetune.runtime.sessions import create_session
 from edgetune.export.specs import EXPORT_SPECS
-from edgetune.latency import measure_latency
-from edgetune.trainers.text_models import create_text_model, resolve_text_weights
+from edgetune.export.latency import measure_latency
+from edgetune.trainers.models.text import create_text_model, resolve_text_weights
 from edgetune.trainers.text_run import ClassifierLogits
 
 

@@ -22,12 +22,12 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from edgetune.digits import write_digits_imagefolder
-from edgetune.trainers.architectures import create_model
-from edgetune.trainers.catalog import load_base_weights, resolve_weights
+from edgetune.trainers.data.digits import write_digits_imagefolder
+from edgetune.trainers.models.image import create_model
+from edgetune.trainers.models.catalog import load_base_weights, resolve_weights
 from edgetune.trainers.config import load_config
-from edgetune.trainers.data import load_image_data
-from edgetune.trainers.image import train_image
+from edgetune.trainers.data.images import load_image_data
+from edgetune.trainers.recipes.image_classification import train_image
 
 
 def plain_loop(train, val, size: int, epochs: int, batch: int, lr: float, wd: float, seed: int):

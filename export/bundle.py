@@ -32,7 +32,7 @@ from safetensors.numpy import load_file as load_numpy
 
 import edgetune
 from edgetune.errors import FailedPrecondition, InvalidArgument, NotFound, ParityError
-from edgetune.imaging import Preprocessing, normalize
+from edgetune.runtime.imaging import Preprocessing, normalize
 from edgetune.progress import LogLine, ProgressSink, silent
 from edgetune.integrity import sha256_file
 from edgetune.trainers.checkpoint import save_json
@@ -40,7 +40,8 @@ from edgetune.trainers.run import RunFiles, RunModel, RunStatus, load_run_model,
 
 from .onnx_export import export_onnx, metadata_problems
 from .parity import ImageContract, ParityReport, check_parity
-from .runtime import BUNDLE_FORMAT, create_session
+from edgetune.runtime.manifest import BUNDLE_FORMAT
+from edgetune.runtime.sessions import create_session
 from .specs import EXPORT_SPECS, FP32, ExportSpec, Tolerance
 
 PRECISION = FP32  # what export_bundle writes; INT8 / FP16 variants will add theirs

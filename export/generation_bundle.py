@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 
 import edgetune
 from edgetune.errors import ParityError
-from edgetune.prompting import encode_prompt
+from edgetune.runtime.prompting import encode_prompt
 from edgetune.trainers.checkpoint import save_numpy
 from edgetune.trainers.generation import prompt_ids
 from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
@@ -28,9 +28,9 @@ from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_text
 from .decoder import check_generation_parity, export_decoder, prompt_prefix_past
 from .onnx_export import metadata_problems
 from .parity import ParityReport, raise_unless_passed
-from .runtime import create_session
+from edgetune.runtime.sessions import create_session
 from .specs import FP32, ExportSpec
-from .text_runtime import tokenization_of
+from edgetune.runtime.text import tokenization_of
 
 PROMPT_PAST = "prompt_past.safetensors"
 

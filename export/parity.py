@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from edgetune.errors import ParityError
-from edgetune.imaging import Preprocessing, normalize
+from edgetune.runtime.imaging import Preprocessing, normalize
 
 from .specs import FP32, ExportSpec, Tolerance
 

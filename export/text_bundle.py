@@ -22,15 +22,15 @@ import numpy as np
 import torch
 
 import edgetune
-from edgetune.trainers.text import encode
+from edgetune.trainers.recipes.text_classification import encode
 from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
 
 from .onnx_export import export_onnx, metadata_problems
 from .parity import (Feed, ParityReport, batches_of, compare, label_problems, ort_runner, raise_unless_passed,
                      torch_runner)
-from .runtime import create_session
+from edgetune.runtime.sessions import create_session
 from .specs import FP32, ExportSpec
-from .text_runtime import TextEncoder, tokenization_of
+from edgetune.runtime.text import TextEncoder, tokenization_of
 
 PARITY_LENGTHS = (2, 7)  # random-token cases, besides max_length
 

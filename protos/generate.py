@@ -1,4 +1,4 @@
-"""Generate the Python stubs for protos/edgetune/v1/*.proto into edgetune/v1/.
+"""Generate the Python stubs for protos/edgetune/v1/*.proto into src/edgetune/v1/.
 
 The one way stubs are made; never edit the generated files by hand. A test regenerates into a
 temp folder and checks the committed files are identical.
@@ -34,7 +34,7 @@ def generate(out: Path) -> list[Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=REPO, help="root to write edgetune/v1/ under")
+    ap.add_argument("--out", type=Path, default=REPO / "src", help="root to write edgetune/v1/ under")
     args = ap.parse_args()
     for p in generate(args.out):
         print(p.relative_to(args.out))

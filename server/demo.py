@@ -18,8 +18,8 @@ from google.protobuf.json_format import MessageToDict
 from edgetune.errors import InvalidArgument
 from edgetune.export.bundle import held_out_inputs, held_out_paths
 from edgetune.export.parity import parity_line
-from edgetune.export.runtime import create_session
-from edgetune.latency import measure_latency
+from edgetune.runtime.sessions import create_session
+from edgetune.export.latency import measure_latency
 from edgetune.progress import LogLine, ProgressSink
 from edgetune.trainers.run import load_run_model
 from edgetune.v1 import jobs_pb2
@@ -65,7 +65,7 @@ def _latency(run_dir: str, model_path: str) -> tuple[float, float]:
 
 def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image_size: int = 64) -> dict:
     """Run the whole path through a local server and return the figures it printed."""
-    from edgetune.digits import write_digits_imagefolder
+    from edgetune.trainers.data.digits import write_digits_imagefolder
 
     t0 = time.monotonic()
     workdir = Path(workdir)

@@ -7,9 +7,9 @@ A request picks from fixed registries and enums, never a path or a class name: w
 from __future__ import annotations
 
 from edgetune.errors import InvalidArgument, WeightsError
-from edgetune.trainers.catalog import catalog, resolve_weights
+from edgetune.trainers.models.catalog import catalog, resolve_weights
 from edgetune.trainers.config import IMAGE, TASKS, TrainConfig, load_config
-from edgetune.trainers.text_models import resolve_text_weights
+from edgetune.trainers.models.text import resolve_text_weights
 
 # API field -> config field. Errors name the API field the client sent.
 _FIELDS = {

@@ -17,18 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from edgetune.errors import (AlreadyExists, DataError, FailedPrecondition, InvalidArgument,
                              NotFound, ParityError, ResourceExhausted, WeightsError)
 from edgetune.export.bundle import export_bundle
-from edgetune.export.runtime import BundlePredictor, softmax
-from edgetune.export.text_runtime import TextBundlePredictor, TextGenerator
-from edgetune.imaging import decode_rgb, normalize, resize_uint8
-from edgetune.trainers.archives import extract_archive
-from edgetune.trainers.catalog import list_base_models
-from edgetune.trainers.data import load_image_data
-from edgetune.trainers.text_data import detect_text_task, load_text_data
+from edgetune.runtime import PREDICTORS, Predictor, TextGenerator, TextPredictor, load_predictor
+from edgetune.trainers.data.archives import extract_archive
+from edgetune.trainers.models.catalog import list_base_models
+from edgetune.trainers.data.images import load_image_data
+from edgetune.trainers.data.texts import detect_text_task, load_text_data
 
 from .jobspec import train_config
 from .runner import JobRunner
@@ -176,7 +172,7 @@ class EdgetuneService:
         self.store = Store(self.data_dir / "edgetune.sqlite")
         self.runner = JobRunner(self.store, self.data_dir, config.slots, config.max_attempts,
                                 config.stall_timeout_s)
-        self._predictors: OrderedDict[str, BundlePredictor] = OrderedDict()
+        self._predictors: OrderedDict[str, Predictor] = OrderedDict()
         self._predictors_lock = threading.Lock()
         self._export_lock = threading.Lock()
 
@@ -345,26 +341,13 @@ class EdgetuneService:
         predictor = self._runtime(export_id)
         if isinstance(predictor, TextGenerator):
             raise FailedPrecondition("export_id", f"export {export_id} generates text; use Generate")
-        is_text = isinstance(predictor, TextBundlePredictor)
+        is_text = isinstance(predictor, TextPredictor)
         if is_text != bool(texts):
             kind = "text" if is_text else "image"
             raise InvalidArgument(field, f"export {export_id} is a {kind} classifier; send {kind}s")
         k = min(top_k or 5, len(predictor.labels))
-        if is_text:
-            return [p.top for p in predictor.predict_texts(texts, top_k=k)]
-        prep = predictor.preprocessing
-        arrays = []
-        for i, data in enumerate(images):
-            try:
-                arrays.append(resize_uint8(decode_rgb(data), prep.size, prep.interpolation))
-            except Exception:  # noqa: BLE001 - any decode failure is the client's image
-                raise InvalidArgument(f"images[{i}]", "cannot decode as an image") from None
-        probs = softmax(predictor.logits(normalize(np.stack(arrays), prep)))
-        out = []
-        for row in probs:
-            idx = np.argsort(-row)[:k]
-            out.append([(predictor.labels[j], float(row[j])) for j in idx])
-        return out
+        predictions = predictor.predict_texts(texts, top_k=k) if is_text else predictor.predict_encoded(images, top_k=k)
+        return [p.top for p in predictions]
 
     def _valid_export(self, export_id: str) -> dict:
         row = self.get_export(export_id)
@@ -383,18 +366,16 @@ class EdgetuneService:
             raise FailedPrecondition("export_id", f"export {export_id} is a classifier; use Predict")
         return generator.stream(prompt, max_new_tokens or None)
 
-    def _runtime(self, export_id: str) -> BundlePredictor | TextBundlePredictor | TextGenerator:
+    def _runtime(self, export_id: str) -> Predictor:
         with self._predictors_lock:
             if export_id in self._predictors:
                 self._predictors.move_to_end(export_id)
                 return self._predictors[export_id]
         row = self._valid_export(export_id)
         task = (row["manifest"] or {}).get("task")
-        runtimes = {"text_classification": TextBundlePredictor, "image_classification": BundlePredictor,
-                    "text_generation": TextGenerator}
-        if task not in runtimes:
+        if task not in PREDICTORS:
             raise FailedPrecondition("export_id", f"export {export_id} has an unknown task {task!r}")
-        predictor = runtimes[task](row["path"])
+        predictor = load_predictor(row["path"])
         with self._predictors_lock:
             self._predictors[export_id] = predictor
             while len(self._predictors) > self.config.predictor_cache:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from edgetune.digits import write_digits_imagefolder
+from edgetune.trainers.data.digits import write_digits_imagefolder
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import save_file
 
 from edgetune.cli import main
-from edgetune.trainers.architectures import create_model
+from edgetune.trainers.models.image import create_model
 from tests.conftest import write_pattern_folder
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from edgetune.export.bundle import export_bundle
-from edgetune.export.runtime import BundlePredictor
+from edgetune.runtime import ImagePredictor
 from edgetune.trainers.config import load_config
-from edgetune.trainers.image import train_image
+from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.loop import resolve_device
 
 pytestmark = [
@@ -37,13 +37,13 @@ def test_train_on_cuda_and_export_with_the_cuda_provider(digits_folder, tmp_path
     bundle = export_bundle(result.run_dir, tmp_path / "bundle", device="cuda")
     assert "CUDAExecutionProvider" in bundle.parity["providers"]
     assert bundle.parity["passed"]
-    predictor = BundlePredictor(bundle.dir, device="cuda")
+    predictor = ImagePredictor(bundle.dir, device="cuda")
     assert predictor.session.get_providers()[0] == "CUDAExecutionProvider"
     assert json.loads((bundle.dir / "manifest.json").read_text())["valid"]
 
 
 def test_cuda_provider_is_not_requested_without_torch_cuda(monkeypatch):
-    from edgetune.export.runtime import select_providers
+    from edgetune.runtime.sessions import select_providers
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert select_providers("auto") == ["CPUExecutionProvider"]
@@ -51,7 +51,7 @@ def test_cuda_provider_is_not_requested_without_torch_cuda(monkeypatch):
 
 
 def test_text_classifier_trains_on_cuda_and_exports_with_the_cuda_provider(tmp_path):
-    from edgetune.export.text_runtime import TextBundlePredictor
+    from edgetune.runtime import TextPredictor
     from edgetune.trainers.train import train
     from tests.conftest import write_topic_texts
 
@@ -62,13 +62,13 @@ def test_text_classifier_trains_on_cuda_and_exports_with_the_cuda_provider(tmp_p
     assert result.report["device"].startswith("cuda") and result.metrics["macro_f1"] > 0.9
     bundle = export_bundle(result.run_dir, tmp_path / "bundle", device="cuda")
     assert "CUDAExecutionProvider" in bundle.parity["providers"] and bundle.parity["passed"]
-    predictor = TextBundlePredictor(bundle.dir, device="cuda")
+    predictor = TextPredictor(bundle.dir, device="cuda")
     assert predictor.session.get_providers()[0] == "CUDAExecutionProvider"
     assert predictor.predict_texts(["pizza pasta oven"], top_k=1)[0].top[0][0] == "food"
 
 
 def test_generation_trains_on_cuda_and_generates_with_the_cuda_provider(tmp_path):
-    from edgetune.export.text_runtime import TextGenerator
+    from edgetune.runtime import TextGenerator
     from edgetune.trainers.train import train
     from tests.conftest import write_reverse_pairs
 

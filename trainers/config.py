@@ -16,8 +16,8 @@ import yaml
 
 from edgetune.errors import InvalidArgument
 
-from .architectures import check_image_size
-from .text_models import CLASSIFICATION, DEFAULT_TEXT_ARCH, GENERATION, get_text_arch
+from edgetune.trainers.models.image import check_image_size
+from edgetune.trainers.models.text import CLASSIFICATION, DEFAULT_TEXT_ARCH, GENERATION, get_text_arch
 
 IMAGE = "image_classification"
 TASKS = (IMAGE, CLASSIFICATION, GENERATION)

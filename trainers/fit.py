@@ -20,10 +20,10 @@ import yaml
 from edgetune.errors import InvalidArgument
 from edgetune.progress import EpochEnd, LogLine, ProgressSink
 
-from . import checkpoint as ckpt
-from .config import TrainConfig, config_from_dict
-from .loop import DeviceSetup, resolve_device, train_one_epoch
-from .run import RunFiles
+from edgetune.trainers import checkpoint as ckpt
+from edgetune.trainers.config import TrainConfig, config_from_dict
+from edgetune.trainers.loop import DeviceSetup, resolve_device, train_one_epoch
+from edgetune.trainers.run import RunFiles
 
 
 @dataclass

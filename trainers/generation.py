@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgetune.prompting import encode_prompt
+from edgetune.runtime.prompting import encode_prompt
 
 IGNORE = -100
 

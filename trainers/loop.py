@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from edgetune.errors import InvalidArgument
 from edgetune.progress import ProgressSink, StepProgress
 
-from .config import OptimConfig
-from .metrics import confusion_matrix, summarize
+from edgetune.trainers.config import OptimConfig
+from edgetune.trainers.metrics import confusion_matrix, summarize
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoc
 
 
 class Normalizer(nn.Module):
-    """uint8 NCHW -> normalized float, on the device; the same arithmetic as edgetune.imaging."""
+    """uint8 NCHW -> normalized float, on the device; the same arithmetic as edgetune.runtime.imaging."""
 
     def __init__(self, mean, std):
         super().__init__()

@@ -27,9 +27,9 @@ import yaml
 from safetensors.torch import load_file
 
 from edgetune.errors import NotFound, WeightsError
-from edgetune.imaging import Preprocessing
+from edgetune.runtime.imaging import Preprocessing
 
-from .architectures import create_model
+from edgetune.trainers.models.image import create_model
 
 PARITY_SAMPLES = 64  # held-out validation images kept in a run for the export parity gate
 

@@ -18,9 +18,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 from edgetune.integrity import sha256_file
 from edgetune.errors import NotFound, WeightsError
 
-from .methods import PromptPrefixed
-from .run import RunFiles, read_model_meta
-from .text_models import CLASSIFICATION, load_tokenizer
+from edgetune.trainers.methods import PromptPrefixed
+from edgetune.trainers.run import RunFiles, read_model_meta
+from edgetune.trainers.models.text import CLASSIFICATION, load_tokenizer
 
 
 class ClassifierLogits(nn.Module):

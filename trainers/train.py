@@ -12,12 +12,12 @@ import yaml
 from edgetune.errors import InvalidArgument
 from edgetune.progress import ProgressSink, silent
 
-from .config import IMAGE, TrainConfig, config_from_dict
-from .image import RunResult, train_image
-from .run import RunFiles
-from .instruct import train_instruct
-from .text import train_text
-from .text_models import CLASSIFICATION, GENERATION
+from edgetune.trainers.config import IMAGE, TrainConfig, config_from_dict
+from edgetune.trainers.recipes.image_classification import RunResult, train_image
+from edgetune.trainers.run import RunFiles
+from edgetune.trainers.recipes.instruction import train_instruct
+from edgetune.trainers.recipes.text_classification import train_text
+from edgetune.trainers.models.text import CLASSIFICATION, GENERATION
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = silent, resume: bool = False

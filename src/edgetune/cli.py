@@ -173,28 +173,26 @@ def _export(args) -> int:
 
 
 def _predict(args) -> int:
-    from edgetune.export.runtime import BundlePredictor, manifest_of
-    from edgetune.export.text_runtime import TextBundlePredictor
+    from edgetune.runtime import TextGenerator, TextPredictor, load_predictor
 
-    if manifest_of(args.bundle).get("task") == "text_classification":
+    predictor = load_predictor(args.bundle, device=args.device)
+    if isinstance(predictor, TextGenerator):
+        raise EdgetuneError("bundle", f"{args.bundle} generates text; use `edgetune generate`")
+    if isinstance(predictor, TextPredictor):
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()] if args.inputs == ["-"] else args.inputs
-        rows = [(p.text, p.top) for p in TextBundlePredictor(args.bundle, device=args.device)
-                .predict_texts(texts, top_k=args.top_k)]
-        key = "text"
+        predictions, key = predictor.predict_texts(texts, top_k=args.top_k), "text"
     else:
-        rows = [(p.path, p.top) for p in BundlePredictor(args.bundle, device=args.device)
-                .predict_files(args.inputs, top_k=args.top_k)]
-        key = "path"
-    for source, top in rows:
+        predictions, key = predictor.predict_files(args.inputs, top_k=args.top_k), "path"
+    for p in predictions:
         if args.json:
-            print(json.dumps({key: source, "top": [{"label": lab, "score": s} for lab, s in top]}))
+            print(json.dumps({key: p.source, "top": [{"label": lab, "score": s} for lab, s in p.top]}))
         else:
-            print(f"{source}: " + ", ".join(f"{lab} {s:.4f}" for lab, s in top))
+            print(f"{p.source}: " + ", ".join(f"{lab} {s:.4f}" for lab, s in p.top))
     return 0
 
 
 def _generate(args) -> int:
-    from edgetune.export.text_runtime import TextGenerator
+    from edgetune.runtime import TextGenerator
 
     for _, piece in TextGenerator(args.bundle, device=args.device).stream(args.prompt, args.max_new_tokens):
         print(piece, end="", flush=True)
@@ -203,7 +201,7 @@ def _generate(args) -> int:
 
 
 def _models(args) -> int:
-    from edgetune.trainers.catalog import list_base_models
+    from edgetune.trainers.models.catalog import list_base_models
 
     for row in list_base_models():
         weights = ", ".join(f"{w['name']} ({'available' if w['available'] else 'not installed'})"
@@ -238,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _digits(args) -> int:
-    from edgetune.digits import write_digits_imagefolder
+    from edgetune.trainers.data.digits import write_digits_imagefolder
 
     print(write_digits_imagefolder(args.out))
     return 0

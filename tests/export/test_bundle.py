@@ -11,13 +11,14 @@ from edgetune.errors import FailedPrecondition, InvalidArgument, ParityError
 from edgetune.export.bundle import export_bundle, held_out_pixels
 from edgetune.export.onnx_export import export_onnx, read_metadata
 from edgetune.export.parity import ImageContract, check_parity, compare, value_margin
-from edgetune.export.runtime import BundlePredictor, create_session, verify_bundle
+from edgetune.runtime import ImagePredictor, verify_bundle
+from edgetune.runtime.sessions import create_session
 from edgetune.export.specs import EXPORT_SPECS, Tolerance
-from edgetune.imaging import Preprocessing
+from edgetune.runtime.imaging import Preprocessing
 from edgetune.progress import EpochEnd
-from edgetune.trainers.architectures import ARCHITECTURES, create_model, default_normalization
+from edgetune.trainers.models.image import ARCHITECTURES, create_model, default_normalization
 from edgetune.trainers.config import load_config
-from edgetune.trainers.image import train_image
+from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.run import load_run_model
 
 SPEC = EXPORT_SPECS["image_classification"]
@@ -210,11 +211,11 @@ def test_bundle_is_self_describing_and_verified(trained_run, tmp_path):
 
 
 def test_predictions_match_the_pytorch_checkpoint(trained_run, tmp_path):
-    from edgetune.imaging import preprocess_files
+    from edgetune.runtime.imaging import preprocess_files
     from edgetune.trainers.run import load_run_model
 
     bundle = export_bundle(trained_run.run_dir, tmp_path / "bundle")
-    predictor = BundlePredictor(bundle.dir, device="cpu")
+    predictor = ImagePredictor(bundle.dir, device="cpu")
     files = sorted((trained_run.run_dir.parent / "data").glob("*/*.png"))[:6]
     preds = predictor.predict_files(files, top_k=2)
     run = load_run_model(trained_run.run_dir)
@@ -232,7 +233,7 @@ def test_failed_parity_marks_nothing_valid(trained_run, tmp_path):
     invalid = json.loads((tmp_path / "bundle.invalid" / "manifest.json").read_text())
     assert invalid["valid"] is False and invalid["parity"]["passed"] is False
     with pytest.raises(InvalidArgument, match="not valid"):
-        BundlePredictor(tmp_path / "bundle.invalid")
+        ImagePredictor(tmp_path / "bundle.invalid")
 
 
 def test_tampered_bundle_is_refused(trained_run, tmp_path):
@@ -240,7 +241,7 @@ def test_tampered_bundle_is_refused(trained_run, tmp_path):
     with open(result.dir / "model.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(InvalidArgument, match="sha256"):
-        BundlePredictor(result.dir)
+        ImagePredictor(result.dir)
 
 
 def test_existing_bundle_needs_force(trained_run, tmp_path):

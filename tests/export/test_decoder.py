@@ -9,16 +9,11 @@ import pytest
 import torch
 
 from edgetune.errors import InvalidArgument, ParityError
-from edgetune.export.decoder import (
-    DecoderIO,
-    OrtGenerator,
-    check_generation_parity,
-    export_decoder,
-    prompt_prefix_past,
-)
+from edgetune.export.decoder import check_generation_parity, export_decoder, prompt_prefix_past
+from edgetune.runtime.generation import DecoderIO, OrtGenerator
 from edgetune.export.onnx_export import read_metadata
 from edgetune.trainers.generation import torch_greedy
-from edgetune.export.runtime import create_session
+from edgetune.runtime.sessions import create_session
 
 VOCAB = 200
 NEW_TOKENS = 12

@@ -6,8 +6,8 @@ import pytest
 
 from edgetune.errors import InvalidArgument, ParityError
 from edgetune.export.bundle import export_bundle
-from edgetune.export.runtime import verify_bundle
-from edgetune.export.text_runtime import TextGenerator
+from edgetune.runtime import verify_bundle
+from edgetune.runtime import TextGenerator
 from edgetune.trainers.config import load_config
 from edgetune.trainers.generation import prompt_ids, torch_greedy
 from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
@@ -87,7 +87,7 @@ def test_device_runtime_needs_neither_torch_nor_transformers(runs, tmp_path):
 
     bundle = export_bundle(runs["lora"], tmp_path / "bundle", device="cpu").dir
     script = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
-              "from edgetune.export.text_runtime import TextGenerator\n"
+              "from edgetune.runtime import TextGenerator\n"
               "g = TextGenerator(sys.argv[1], device='cpu')\n"
               "print(len(g.prompt_ids('reverse: red cat sun')), repr(g.generate('reverse: red cat sun', 3)))\n"
               "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n")

@@ -9,10 +9,10 @@ import torch
 
 from edgetune.errors import ParityError
 from edgetune.export.bundle import export_bundle
-from edgetune.export.runtime import verify_bundle
-from edgetune.export.text_runtime import TextBundlePredictor, TextEncoder
+from edgetune.runtime import verify_bundle
+from edgetune.runtime.text import TextEncoder, TextPredictor
 from edgetune.trainers.config import load_config
-from edgetune.trainers.text import train_text
+from edgetune.trainers.recipes.text_classification import train_text
 from edgetune.trainers.text_run import load_text_run, parity_texts
 from tests.conftest import copy_with_broken_adapter, write_topic_texts
 
@@ -58,7 +58,7 @@ def test_bundle_passes_three_way_parity_and_predicts_like_pytorch(runs, tmp_path
     # Device-side inference agrees with the PyTorch checkpoint, row by row.
     run = load_text_run(runs[method])
     texts = [r["text"] for r in parity_texts(runs[method])][:20]
-    predictor = TextBundlePredictor(result.dir, device="cpu")
+    predictor = TextPredictor(result.dir, device="cpu")
     enc = run.tokenizer(texts, truncation=True, max_length=24, padding=True, return_tensors="pt")
     with torch.inference_mode():
         ref = run.model(enc["input_ids"], enc["attention_mask"]).numpy()
@@ -114,10 +114,10 @@ def test_device_classifier_needs_neither_torch_nor_transformers(runs, tmp_path):
 
     bundle = export_bundle(runs["lora"], tmp_path / "bundle", device="cpu").dir
     script = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
-              "from edgetune.export.text_runtime import TextBundlePredictor\n"
-              "p = TextBundlePredictor(sys.argv[1], device='cpu')\n"
+              "from edgetune.runtime import TextPredictor\n"
+              "p = TextPredictor(sys.argv[1], device='cpu')\n"
               "print(p.predict_texts(['pizza pasta oven'], top_k=1)[0].top[0][0])\n")
     proc = subprocess.run([sys.executable, "-c", script, str(bundle)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    expected = TextBundlePredictor(bundle, device="cpu").predict_texts(["pizza pasta oven"], top_k=1)[0].top[0][0]
+    expected = TextPredictor(bundle, device="cpu").predict_texts(["pizza pasta oven"], top_k=1)[0].top[0][0]
     assert proc.stdout.strip() == expected

@@ -79,7 +79,7 @@ def test_text_errors_name_the_field_and_lose_nothing(server, tmp_path):
 
 
 def test_generation_flow_streams_tokens(server, tmp_path):
-    from edgetune.export.text_runtime import TextGenerator
+    from edgetune.runtime import TextGenerator
 
     client = server.client()
     ds = client.upload_dataset(write_reverse_pairs(tmp_path / "rev.jsonl", rows=60))

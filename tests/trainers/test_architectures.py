@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from edgetune.trainers.architectures import ARCHITECTURES, create_model, head_name
+from edgetune.trainers.models.image import ARCHITECTURES, create_model, head_name
 from edgetune.trainers.config import load_config
 from edgetune.trainers.methods import apply_method, plain_model, trainable_parameters
 

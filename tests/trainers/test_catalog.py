@@ -4,8 +4,8 @@ import yaml
 from safetensors.torch import save_file
 
 from edgetune.errors import InvalidArgument, WeightsError
-from edgetune.trainers.architectures import create_model
-from edgetune.trainers.catalog import BUILTIN, list_base_models, load_base_weights, resolve_weights
+from edgetune.trainers.models.image import create_model
+from edgetune.trainers.models.catalog import BUILTIN, list_base_models, load_base_weights, resolve_weights
 
 
 def test_builtin_efficientnet_lite0_weights_map_onto_timm_with_every_shape_verified():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgetune.errors import DataError
-from edgetune.trainers.archives import extract_archive
-from edgetune.trainers.data import load_image_data
+from edgetune.trainers.data.archives import extract_archive
+from edgetune.trainers.data.images import load_image_data
 from tests.conftest import write_pattern_folder
 
 

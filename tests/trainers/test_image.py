@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from edgetune.errors import DataError, InvalidArgument
 from edgetune.progress import EpochEnd
 from edgetune.trainers.config import load_config
-from edgetune.trainers.image import train_image
+from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.run import load_run_model
 from tests.conftest import write_pattern_folder
 

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from edgetune.trainers.config import load_config
-from edgetune.prompting import PLAIN_TEMPLATE, prompt_format
+from edgetune.runtime.prompting import PLAIN_TEMPLATE, prompt_format
 from edgetune.trainers.generation import IGNORE, encode_pairs
-from edgetune.trainers.text_models import train_tokenizer
+from edgetune.trainers.models.text import train_tokenizer
 from edgetune.trainers.train import train
 from tests.conftest import write_reverse_pairs
 
@@ -60,7 +60,7 @@ def test_methods_and_families_train_and_save_their_adapter(tmp_path, arch, metho
 
 def test_chat_templates_render_like_transformers_and_name_the_field_when_broken():
     from edgetune.errors import InvalidArgument
-    from edgetune.prompting import encode_prompt, format_prompt
+    from edgetune.runtime.prompting import encode_prompt, format_prompt
 
     tok = train_tokenizer("llama", ["<|user|> hello there <|assistant|> hi"] * 20)
     tok.chat_template = ("{{ bos_token }}{% for m in messages %}{% if loop.index > 5 %}{% break %}{% endif %}"

@@ -9,7 +9,7 @@ import torch
 from edgetune.errors import InvalidArgument
 from edgetune.progress import EpochEnd
 from edgetune.trainers.config import load_config
-from edgetune.trainers.text import train_text
+from edgetune.trainers.recipes.text_classification import train_text
 from edgetune.trainers.text_run import load_text_run, load_unmerged
 
 
@@ -90,7 +90,7 @@ def test_local_hf_directory_and_operator_catalog_entry_load_as_base_weights(topi
     from transformers import AutoModel
 
     from edgetune.errors import WeightsError
-    from edgetune.trainers.text_models import TEXT_ARCHITECTURES, train_tokenizer
+    from edgetune.trainers.models.text import TEXT_ARCHITECTURES, train_tokenizer
 
     tok = train_tokenizer("bert", [json.loads(line)["text"] for line in topic_texts.read_text().splitlines()])
     from transformers import AutoConfig

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from edgetune.errors import DataError
-from edgetune.trainers.text_data import TextFields, add_token_lengths, load_text_data
+from edgetune.trainers.data.texts import TextFields, add_token_lengths, load_text_data
 
 CLS = "text_classification"
 

@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import Dataset
 
 from edgetune.errors import DataError
-from edgetune.imaging import IMAGE_SUFFIXES, load_rgb, resize_uint8
+from edgetune.runtime.imaging import IMAGE_SUFFIXES, load_rgb, resize_uint8
 
-from .archives import extract_archive, is_archive
+from edgetune.trainers.data.archives import extract_archive, is_archive
 
 
 @dataclass

@@ -21,8 +21,8 @@ import numpy as np
 
 from edgetune.errors import DataError
 
-from .data import Sample, stratified_split
-from .text_models import CLASSIFICATION
+from edgetune.trainers.data.images import Sample, stratified_split
+from edgetune.trainers.models.text import CLASSIFICATION
 
 TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv")
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 from peft import IA3Config, LoraConfig, PeftModel, PromptTuningConfig, TaskType, get_peft_model
 
-from .architectures import get_arch, head_name
-from .config import TrainConfig
-from .text_models import CLASSIFICATION, TEXT_ARCHITECTURES
+from edgetune.trainers.models.image import get_arch, head_name
+from edgetune.trainers.config import TrainConfig
+from edgetune.trainers.models.text import CLASSIFICATION, TEXT_ARCHITECTURES
 
 
 def apply_method(model: nn.Module, cfg: TrainConfig) -> nn.Module:

@@ -27,8 +27,8 @@ from safetensors.torch import load_file
 from edgetune.integrity import sha256_file
 from edgetune.errors import InvalidArgument, WeightsError
 
-from .architectures import ARCHITECTURES, get_arch, head_name
-from .text_models import TEXT_ARCHITECTURES
+from edgetune.trainers.models.image import ARCHITECTURES, get_arch, head_name
+from edgetune.trainers.models.text import TEXT_ARCHITECTURES
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ class TextWeights:
 
 def resolve_text_weights(arch: str, weights: str) -> TextWeights:
     """``model.weights`` for text: "catalog", "random", a catalog entry name, or an HF directory."""
-    from .catalog import find_entry
+    from edgetune.trainers.models.catalog import find_entry
 
     if weights == "random":
         return TextWeights("random", "random")

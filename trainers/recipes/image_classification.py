@@ -17,20 +17,20 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from edgetune.errors import InvalidArgument
-from edgetune.imaging import Preprocessing
+from edgetune.runtime.imaging import Preprocessing
 from edgetune.progress import LogLine, ProgressSink, silent
 
-from . import checkpoint as ckpt
-from .architectures import create_model, default_normalization
-from .catalog import load_base_weights, resolve_weights
-from .config import TrainConfig
-from .data import ImageTensors, load_image_data
-from .fit import FitState, begin_run, fit, restore
-from .loop import Normalizer, build_optimizer, build_scheduler, evaluate, image_forward, predict_logits, score
-from .methods import apply_method, plain_model, set_train_mode, trainable_parameters
-from .metrics import degenerate_reasons
-from .report import final_metrics, format_summary, plot_confusion, plot_curves
-from .run import PARITY_SAMPLES, RunFiles, load_run_model, read_model_meta
+from edgetune.trainers import checkpoint as ckpt
+from edgetune.trainers.models.image import create_model, default_normalization
+from edgetune.trainers.models.catalog import load_base_weights, resolve_weights
+from edgetune.trainers.config import TrainConfig
+from edgetune.trainers.data.images import ImageTensors, load_image_data
+from edgetune.trainers.fit import FitState, begin_run, fit, restore
+from edgetune.trainers.loop import Normalizer, build_optimizer, build_scheduler, evaluate, image_forward, predict_logits, score
+from edgetune.trainers.methods import apply_method, plain_model, set_train_mode, trainable_parameters
+from edgetune.trainers.metrics import degenerate_reasons
+from edgetune.trainers.report import final_metrics, format_summary, plot_confusion, plot_curves
+from edgetune.trainers.run import PARITY_SAMPLES, RunFiles, load_run_model, read_model_meta
 
 EVAL_BATCH = 128
 

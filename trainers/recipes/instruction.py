@@ -14,21 +14,21 @@ from torch.utils.data import DataLoader
 
 from edgetune.errors import DataError, InvalidArgument
 from edgetune.progress import LogLine, ProgressSink, silent
-from edgetune.prompting import prompt_format
+from edgetune.runtime.prompting import prompt_format
 
-from . import checkpoint as ckpt
-from .config import TrainConfig
-from .fit import FitState, begin_run, fit, restore
-from .generation import encode_pairs, evaluate_loss, generation_metrics, pad_pairs, response_loss
-from .image import RunResult
-from .loop import build_optimizer, build_scheduler
-from .methods import apply_text_method, trainable_parameters
-from .report import plot_curves
-from .run import PARITY_SAMPLES
-from .text import TokenizedRows, prepare_text, start_text_run, text_checkpoint_saver
-from .text_data import add_token_lengths
-from .text_models import GENERATION
-from .text_run import load_text_run, load_unmerged
+from edgetune.trainers import checkpoint as ckpt
+from edgetune.trainers.config import TrainConfig
+from edgetune.trainers.fit import FitState, begin_run, fit, restore
+from edgetune.trainers.generation import encode_pairs, evaluate_loss, generation_metrics, pad_pairs, response_loss
+from edgetune.trainers.recipes.image_classification import RunResult
+from edgetune.trainers.loop import build_optimizer, build_scheduler
+from edgetune.trainers.methods import apply_text_method, trainable_parameters
+from edgetune.trainers.report import plot_curves
+from edgetune.trainers.run import PARITY_SAMPLES
+from edgetune.trainers.recipes.text_classification import TokenizedRows, prepare_text, start_text_run, text_checkpoint_saver
+from edgetune.trainers.data.texts import add_token_lengths
+from edgetune.trainers.models.text import GENERATION
+from edgetune.trainers.text_run import load_text_run, load_unmerged
 
 EVAL_BATCH = 16
 GENERATION_SAMPLES = 32  # val prompts decoded greedily for exact match / chrF

@@ -17,19 +17,19 @@ from torch.utils.data import DataLoader
 from edgetune.errors import InvalidArgument
 from edgetune.progress import LogLine, ProgressSink, silent
 
-from . import checkpoint as ckpt
-from .config import TrainConfig
-from .fit import FitState, begin_run, fit, restore
-from .image import RunResult
-from .loop import build_optimizer, build_scheduler, evaluate, predict_logits, score
-from .metrics import degenerate_reasons
-from .methods import apply_text_method, plain_model, prompt_embeddings, trainable_parameters
-from .report import final_metrics, plot_confusion, plot_curves
-from .run import PARITY_SAMPLES, RunFiles
-from .text_data import TextFields, add_token_lengths, load_text_data
-from .text_models import (CLASSIFICATION, check_positions, create_text_model, load_tokenizer,
+from edgetune.trainers import checkpoint as ckpt
+from edgetune.trainers.config import TrainConfig
+from edgetune.trainers.fit import FitState, begin_run, fit, restore
+from edgetune.trainers.recipes.image_classification import RunResult
+from edgetune.trainers.loop import build_optimizer, build_scheduler, evaluate, predict_logits, score
+from edgetune.trainers.metrics import degenerate_reasons
+from edgetune.trainers.methods import apply_text_method, plain_model, prompt_embeddings, trainable_parameters
+from edgetune.trainers.report import final_metrics, plot_confusion, plot_curves
+from edgetune.trainers.run import PARITY_SAMPLES, RunFiles
+from edgetune.trainers.data.texts import TextFields, add_token_lengths, load_text_data
+from edgetune.trainers.models.text import (CLASSIFICATION, check_positions, create_text_model, load_tokenizer,
                           resolve_text_weights)
-from .text_run import load_text_run
+from edgetune.trainers.text_run import load_text_run
 
 EVAL_BATCH = 64
 

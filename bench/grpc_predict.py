@@ -24,7 +24,7 @@ import numpy as np
 
 from edgetune.trainers.data.digits import write_digits_imagefolder
 from edgetune.runtime.image import ImagePredictor
-from edgetune.server.client import EdgetuneClient
+from edgetune.server.transport.client import EdgetuneClient
 
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:

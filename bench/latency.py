@@ -30,7 +30,8 @@ from edgetune.export.specs import EXPORT_SPECS
 from edgetune.export.latency import measure_latency
 from edgetune.runtime.imaging import Preprocessing
 from edgetune.trainers.models.image import create_model, default_normalization
-from edgetune.trainers.models.catalog import load_base_weights, resolve_weights
+from edgetune.trainers.models.image import load_base_weights
+from edgetune.trainers.models.weights import resolve_weights
 
 DEFAULT_MODELS = ["resnet18", "vit_tiny_patch16_224", "efficientnet_lite0", "mobilenetv3_large_100"]
 

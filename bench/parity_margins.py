@@ -61,7 +61,7 @@ def _train(overrides: dict, out: Path) -> Path:
 
 def image_runs(work: Path, seeds: list[int], archs: list[str] | None = None):
     from edgetune.trainers.data.digits import write_digits_imagefolder
-    from edgetune.trainers.models.image import ARCHITECTURES
+    from edgetune.trainers.models.registry import ARCHITECTURES
 
     data = write_digits_imagefolder(work / "digits", limit_per_class=40)
     for arch in archs or ARCHITECTURES:
@@ -118,10 +118,10 @@ def tamper_image(run_dir: Path, bundle: Path) -> dict:
     from edgetune.runtime.sessions import create_session
     from edgetune.export.specs import EXPORT_SPECS
     from edgetune.runtime.imaging import Preprocessing
-    from edgetune.trainers.run import load_run_model
+    from edgetune.trainers.run import load_run
 
     spec = EXPORT_SPECS["image_classification"]
-    run = load_run_model(run_dir)
+    run = load_run(run_dir)
     pixels = held_out_pixels(run_dir)
     ref = ImageContract(run.preprocessing, run.classes)
     p = run.preprocessing

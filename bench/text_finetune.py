@@ -62,27 +62,28 @@ def run_plain(method: str, epochs: int, data: str) -> dict:
 
     from edgetune.trainers.fit import seed_everything
     from edgetune.trainers.metrics import confusion_matrix, summarize
-    from edgetune.trainers.methods import apply_text_method, trainable_parameters
-    from edgetune.trainers.recipes.text_classification import TokenizedRows, encode, pad_collate
+    from edgetune.trainers.methods import apply_method, trainable_parameters
+    from edgetune.trainers.data.tokenize import TokenizedRows, encode, pad_collate
     from edgetune.trainers.data.texts import TextFields, load_text_data
-    from edgetune.trainers.models.text import create_text_model, resolve_text_weights
+    from edgetune.trainers.models.text import create_text_model
+    from edgetune.trainers.models.weights import resolve_weights
 
     cfg = _config(method, epochs, data)
     g = seed_everything(cfg.seed)
     train, val, report = load_text_data(data, None, cfg.task, 0.2, False, cfg.seed,
                                         TextFields(text="SMS", label="Label"))
     classes = report.classes
-    model, tok, _ = create_text_model(cfg.task, "bert", resolve_text_weights("bert", "all-minilm-l6-v2"),
-                                      len(classes), cfg.seed, train.a)
-    model = apply_text_method(model, cfg)
+    model, tok, _ = create_text_model(cfg.task, "bert", resolve_weights("bert", "all-minilm-l6-v2"),
+                                      len(classes), cfg.seed, train.inputs)
+    model = apply_method(model, cfg)
     trainable, total = trainable_parameters(model)
     label = {c: i for i, c in enumerate(classes)}
     collate = pad_collate(tok.pad_token_id)
-    tr_ids, _ = encode(tok, train.a, cfg.data.max_length)
-    va_ids, _ = encode(tok, val.a, cfg.data.max_length)
-    loader = DataLoader(TokenizedRows(tr_ids, [label[y] for y in train.b]), batch_size=cfg.optim.batch_size,
+    tr_ids, _ = encode(tok, train.inputs, cfg.data.max_length)
+    va_ids, _ = encode(tok, val.inputs, cfg.data.max_length)
+    loader = DataLoader(TokenizedRows(tr_ids, [label[y] for y in train.targets]), batch_size=cfg.optim.batch_size,
                         shuffle=True, generator=g, collate_fn=collate)
-    val_loader = DataLoader(TokenizedRows(va_ids, [label[y] for y in val.b]), batch_size=64, collate_fn=collate)
+    val_loader = DataLoader(TokenizedRows(va_ids, [label[y] for y in val.targets]), batch_size=64, collate_fn=collate)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                             weight_decay=cfg.optim.weight_decay)
     out = []

@@ -23,8 +23,9 @@ from edgetune.export.parity import compare, ort_runner, torch_runner
 from edgetune.runtime.sessions import create_session
 from edgetune.export.specs import EXPORT_SPECS
 from edgetune.export.latency import measure_latency
-from edgetune.trainers.models.text import create_text_model, resolve_text_weights
-from edgetune.trainers.text_run import ClassifierLogits
+from edgetune.trainers.models.text import create_text_model
+from edgetune.trainers.models.weights import resolve_weights
+from edgetune.trainers.models.text import ClassifierLogits
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     spec = EXPORT_SPECS["text_classification"]
-    source = resolve_text_weights("bert", "all-minilm-l6-v2")
+    source = resolve_weights("bert", "all-minilm-l6-v2")
     hf, tok, _ = create_text_model("text_classification", "bert", source, 2, 0, [])
     model = ClassifierLogits(hf.eval()).eval()
     rng = np.random.default_rng(0)

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from edgetune.trainers.data.digits import write_digits_imagefolder
 from edgetune.trainers.models.image import create_model
-from edgetune.trainers.models.catalog import load_base_weights, resolve_weights
+from edgetune.trainers.models.image import load_base_weights
+from edgetune.trainers.models.weights import resolve_weights
 from edgetune.trainers.config import load_config
 from edgetune.trainers.data.images import load_image_data
 from edgetune.trainers.recipes.image_classification import train_image

@@ -35,8 +35,8 @@ from edgetune.errors import FailedPrecondition, InvalidArgument, NotFound, Parit
 from edgetune.runtime.imaging import Preprocessing, normalize
 from edgetune.progress import LogLine, ProgressSink, silent
 from edgetune.integrity import sha256_file
-from edgetune.trainers.checkpoint import save_json
-from edgetune.trainers.run import RunFiles, RunModel, RunStatus, load_run_model, read_model_meta, run_status
+from edgetune.trainers.checkpoint import default_mode, save_json
+from edgetune.trainers.run import RunFiles, RunModel, RunStatus, load_run, read_model_meta, run_status
 
 from .onnx_export import export_onnx, metadata_problems
 from .parity import ImageContract, ParityReport, check_parity
@@ -105,6 +105,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
     _check_status(status, allow_degenerate, allow_unfinished)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(default_mode(directory=True))  # mkdtemp makes it 0700; a bundle follows the one rule
     try:
         t0 = time.monotonic()
         fields, check = BUILDERS[task](run_dir, tmp, spec, device)
@@ -136,7 +137,6 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
-        progress(LogLine(report.summary()))
         return BundleResult(out_dir, manifest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -169,7 +169,7 @@ def _check_status(status: RunStatus, allow_degenerate: bool, allow_unfinished: b
 def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
                     ) -> tuple[dict, Callable[[], ParityReport]]:
     """Write an image classifier's model.onnx; return its manifest fields and its parity gate."""
-    run = load_run_model(run_dir)
+    run = load_run(run_dir)
     pixels = held_out_pixels(run_dir)
     metadata = {"edgetune.task": spec.task, "edgetune.labels": run.classes,
                 "edgetune.preprocessing": run.preprocessing.to_dict(),

@@ -23,7 +23,7 @@ from edgetune.errors import ParityError
 from edgetune.runtime.prompting import encode_prompt
 from edgetune.trainers.checkpoint import save_numpy
 from edgetune.trainers.generation import prompt_ids
-from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
+from edgetune.trainers.run import load_run, load_unmerged, parity_texts
 
 from .decoder import check_generation_parity, export_decoder, prompt_prefix_past
 from .onnx_export import metadata_problems
@@ -38,7 +38,7 @@ PROMPT_PAST = "prompt_past.safetensors"
 def text_generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
                             ) -> tuple[dict, Callable[[], ParityReport]]:
     """Write model.onnx, tokenizer/ (and prompt_past for prompt tuning); return manifest fields and the gate."""
-    run = load_text_run(run_dir)
+    run = load_run(run_dir)
     unmerged = load_unmerged(run_dir)
     shutil.copytree(Path(run_dir) / "tokenizer", folder / "tokenizer")
     fmt = run.meta["prompt_format"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import onnx
@@ -29,7 +30,9 @@ def export_onnx(model: nn.Module, sample: tuple[torch.Tensor, ...], spec: Export
     names = {name for axes in spec.inputs.values() for name in axes.values()}
     dims = {name: torch.export.Dim(name, min=1, max=(dim_max or {}).get(name, 4096)) for name in sorted(names)}
     shapes = tuple({axis: dims[name] for axis, name in axes.items()} for axes in spec.inputs.values())
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Inputs that share an axis (input_ids and attention_mask: "sequence") share one Dim by design.
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
         program = torch.onnx.export(
             model, tuple(sample), dynamo=True, input_names=spec.input_names, output_names=list(spec.outputs),
             dynamic_shapes=shapes, opset_version=spec.opset, external_data=False, optimize=True, verbose=False,

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 import edgetune
-from edgetune.trainers.recipes.text_classification import encode
-from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
+from edgetune.trainers.data.tokenize import encode
+from edgetune.trainers.run import load_run, load_unmerged, parity_texts
 
 from .onnx_export import export_onnx, metadata_problems
 from .parity import (Feed, ParityReport, batches_of, compare, label_problems, ort_runner, raise_unless_passed,
@@ -51,7 +51,7 @@ def _random_feeds(vocab: int, lengths: list[int], batch: int, seed: int = 0) -> 
 def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
                              ) -> tuple[dict, Callable[[], ParityReport]]:
     """Write model.onnx and tokenizer/ into ``folder``; return manifest fields and the parity gate."""
-    run = load_text_run(run_dir)
+    run = load_run(run_dir)
     shutil.copytree(Path(run_dir) / "tokenizer", folder / "tokenizer")
     max_length = int(run.meta["max_length"])
     tokenization = tokenization_of(run.tokenizer, max_length)

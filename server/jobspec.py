@@ -1,5 +1,6 @@
 """Job requests (plain dicts, the API's field names) -> validated TrainConfig.
 
+Shared by the service (validating CreateJob) and the worker process (building the run's config).
 A request picks from fixed registries and enums, never a path or a class name: weights are
 "catalog", "random" or a catalog entry name; the dataset is a server-side id.
 """
@@ -7,9 +8,10 @@ A request picks from fixed registries and enums, never a path or a class name: w
 from __future__ import annotations
 
 from edgetune.errors import InvalidArgument, WeightsError
-from edgetune.trainers.models.catalog import catalog, resolve_weights
-from edgetune.trainers.config import IMAGE, TASKS, TrainConfig, load_config
-from edgetune.trainers.models.text import resolve_text_weights
+from edgetune.tasks import TASKS
+from edgetune.trainers.config import TrainConfig, load_config
+from edgetune.trainers.models.catalog import catalog
+from edgetune.trainers.models.weights import resolve_weights
 
 # API field -> config field. Errors name the API field the client sent.
 _FIELDS = {
@@ -31,17 +33,21 @@ _FIELDS = {
 _API_NAME = {v: k for k, v in _FIELDS.items()}
 
 
-def train_config(request: dict, data_path: str) -> TrainConfig:
-    """Validate a job request; InvalidArgument names the API field (e.g. hyperparameters.learning_rate)."""
+def train_config(request: dict, data_path: str, columns: dict[str, str] | None = None) -> TrainConfig:
+    """Validate a job request; InvalidArgument names the API field (e.g. hyperparameters.learning_rate).
+
+    ``columns`` are the dataset's text columns (``TextFields`` names), as mapped at upload.
+    """
     if request.get("task") not in TASKS:
-        raise InvalidArgument("task", f"must be one of {TASKS}, got {request.get('task')!r}")
+        raise InvalidArgument("task", f"must be one of {', '.join(TASKS)}, got {request.get('task')!r}")
     weights = request.get("weights") or "catalog"
     if weights not in ("catalog", "random") and weights not in catalog():
         raise InvalidArgument("weights", f"{weights!r} is not 'catalog', 'random' or a catalog entry name")
     flat = {"base_model": request.get("base_model") or None, "weights": weights, "method": request.get("method")}
     for key, value in (request.get("hyperparameters") or {}).items():
         flat[f"hyperparameters.{key}"] = value
-    overrides = {"data.path": data_path, "task": request["task"]}
+    overrides = {"data.path": data_path, "task": request["task"],
+                 **{f"data.{key}_field": value for key, value in (columns or {}).items()}}
     for key, value in flat.items():
         if key not in _FIELDS:
             raise InvalidArgument(key, "unknown field")
@@ -49,7 +55,7 @@ def train_config(request: dict, data_path: str) -> TrainConfig:
             overrides[_FIELDS[key]] = value
     try:
         cfg = load_config(overrides=overrides)
-        (resolve_weights if cfg.task == IMAGE else resolve_text_weights)(cfg.model.arch, cfg.model.weights)
+        resolve_weights(cfg.model.arch, cfg.model.weights)
     except InvalidArgument as e:
         raise InvalidArgument(_API_NAME.get(e.subject, e.subject), e.message) from None
     except WeightsError as e:  # an operator's catalog entry is broken: say so without its server path

@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Store
-from .worker import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from edgetune.server.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Store
+from edgetune.server.worker import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 
 log = logging.getLogger("edgetune.server")
 CANCEL_GRACE_S = 10.0

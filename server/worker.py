@@ -85,25 +85,28 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _request_stop)
 
+    from edgetune.quiet import quiet_libraries
     from edgetune.server.jobspec import train_config
     from edgetune.server.store import Store
     from edgetune.trainers.run import RunFiles
     from edgetune.trainers.train import train
 
+    quiet_libraries()
     store = Store(args.db)
     job = store.get_job(args.job)
     sink = StoreSink(store, args.job)
     run_dir = Path(args.run_dir)
     try:
         check_stop()
-        cfg = train_config(job.request, args.data)
+        dataset = store.get_dataset(job.dataset_id) or {}
+        cfg = train_config(job.request, args.data, (dataset.get("report") or {}).get("columns"))
         resume = RunFiles(run_dir).state.is_file()
         if resume:
             sink(LogLine("resuming from the last finished epoch's checkpoint"))
         result = train(cfg, run_dir, sink, resume=resume)
         # The recipe already logged each reason as a warning event; the job row shows them too.
         store.set_warnings(args.job, [f"degenerate model: {r}" for r in result.report.get("degenerate", [])])
-        sink(LogLine(result.summary()))
+        sink(LogLine(result.summary(paths=False)))  # clients read it: server paths mean nothing to them
         return 0
     except Interrupted:
         store.add_event(args.job, "log", {"message": "worker stopped at the server's request"})

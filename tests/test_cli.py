@@ -7,7 +7,7 @@ import sys
 import pytest
 from safetensors.torch import save_file
 
-from edgetune.cli import main
+from edgetune.cli.main import main
 from edgetune.trainers.models.image import create_model
 from tests.conftest import write_pattern_folder
 

@@ -80,9 +80,9 @@ def test_generation_trains_on_cuda_and_generates_with_the_cuda_provider(tmp_path
     bundle = export_bundle(result.run_dir, tmp_path / "bundle", device="cuda")
     assert "CUDAExecutionProvider" in bundle.parity["providers"] and bundle.parity["passed"]
     from edgetune.trainers.generation import torch_greedy
-    from edgetune.trainers.text_run import load_text_run
+    from edgetune.trainers.run import load_run
 
-    run = load_text_run(result.run_dir)
+    run = load_run(result.run_dir)
     generator = TextGenerator(bundle.dir, device="cuda")
     assert generator.generator.session.get_providers()[0] == "CUDAExecutionProvider"
     eos = run.tokenizer.eos_token_id

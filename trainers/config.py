@@ -14,40 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from edgetune.errors import InvalidArgument
+from edgetune.errors import InvalidArgument, NotFound
+from edgetune.tasks import DEVICES, IMAGE_CLASSIFICATION, TEXT_GENERATION, get_task
+from edgetune.trainers.models.registry import check_image_size
+from edgetune.trainers.models.registry import get_text_arch
 
-from edgetune.trainers.models.image import check_image_size
-from edgetune.trainers.models.text import CLASSIFICATION, DEFAULT_TEXT_ARCH, GENERATION, get_text_arch
-
-IMAGE = "image_classification"
-TASKS = (IMAGE, CLASSIFICATION, GENERATION)
-METHODS = ("full", "linear_probe", "lora", "ia3", "prompt_tuning")
-# Which methods each task supports (linear probing needs a classifier head; IA3 and prompt
-# tuning are peft methods for transformers).
-TASK_METHODS = {
-    IMAGE: ("full", "linear_probe", "lora"),
-    CLASSIFICATION: METHODS,
-    GENERATION: ("full", "lora", "ia3", "prompt_tuning"),
-}
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
-DEVICES = ("auto", "cpu", "cuda")
-
-# Sensible starting points per method; any of them can be overridden.
-METHOD_DEFAULTS: dict[str, dict] = {
-    "full": {"lr": 1e-3, "weight_decay": 0.05, "epochs": 5},
-    "linear_probe": {"lr": 1e-2, "weight_decay": 0.0, "epochs": 5},
-    "lora": {"lr": 2e-3, "weight_decay": 0.01, "epochs": 5},
-}
-# Transformers want smaller steps and fewer epochs; no label smoothing by default.
-TEXT_METHOD_DEFAULTS: dict[str, dict] = {
-    "full": {"lr": 5e-5, "weight_decay": 0.01, "epochs": 3},
-    "linear_probe": {"lr": 1e-3, "weight_decay": 0.0, "epochs": 3},
-    "lora": {"lr": 1e-3, "weight_decay": 0.01, "epochs": 3},
-    "ia3": {"lr": 3e-3, "weight_decay": 0.0, "epochs": 3},
-    "prompt_tuning": {"lr": 3e-2, "weight_decay": 0.0, "epochs": 3},
-}
 
 
 def _require(ok: bool, name: str, msg: str) -> None:
@@ -133,7 +107,7 @@ class OptimConfig:
     epochs: int | None = None
     warmup_epochs: float = 0.5  # linear warmup, then the schedule
     schedule: str = "cosine"
-    label_smoothing: float | None = None  # default 0.1 for images, 0 for text
+    label_smoothing: float | None = None  # default: the task's (0.1 for images, 0 for text)
     grad_accum: int = 1
     early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
     metric: str | None = None  # picks the best checkpoint, drives early stopping; default val_macro_f1
@@ -159,7 +133,7 @@ class OptimConfig:
 class TrainConfig:
     """Everything one fine-tuning run needs (image or text)."""
 
-    task: str = IMAGE
+    task: str = IMAGE_CLASSIFICATION
     method: str = "full"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -170,28 +144,34 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        _require(self.task in TASKS, "task", f"must be one of {TASKS}, got {self.task!r}")
-        _require(self.method in TASK_METHODS[self.task], "method",
-                 f"{self.task} supports {', '.join(TASK_METHODS[self.task])}, got {self.method!r}")
+        task = get_task(self.task)
+        _require(self.method in task.methods, "method",
+                 f"{self.task} supports {', '.join(task.methods)}, got {self.method!r}")
         _require(self.device in DEVICES, "device", f"must be one of {DEVICES}, got {self.device!r}")
-        if self.task == IMAGE:
-            self.model.arch = self.model.arch or "efficientnet_lite0"
+        self.model.arch = self.model.arch or task.default_arch
+        if task.modality == "image":
             check_image_size(self.model.arch, self.data.image_size)
         else:
-            self.model.arch = self.model.arch or DEFAULT_TEXT_ARCH[self.task]
             get_text_arch(self.model.arch, self.task)
             _require(not self.model.init_from, "model.init_from",
                      "re-tuning an earlier run is supported for image classification only")
         if self.optim.metric is None:
-            self.optim.metric = "val_loss" if self.task == GENERATION else "val_macro_f1"
-        _require(self.task != GENERATION or self.optim.metric == "val_loss", "optim.metric",
+            self.optim.metric = task.metric
+        _require(self.task != TEXT_GENERATION or self.optim.metric == "val_loss", "optim.metric",
                  "text generation selects its best checkpoint by val_loss")
         if self.optim.label_smoothing is None:
-            self.optim.label_smoothing = 0.1 if self.task == IMAGE else 0.0
-        defaults = (METHOD_DEFAULTS if self.task == IMAGE else TEXT_METHOD_DEFAULTS)[self.method]
-        for name in ("lr", "weight_decay", "epochs"):
+            self.optim.label_smoothing = task.label_smoothing
+        for name, value in task.method_defaults[self.method].items():
             if getattr(self.optim, name) is None:
-                setattr(self.optim, name, defaults[name])
+                setattr(self.optim, name, value)
+
+    def check_paths(self) -> None:
+        """Raise NotFound for a data or run path that does not exist (cheap: callers check before
+        loading a framework)."""
+        for name, value in (("data.path", self.data.path), ("data.val_path", self.data.val_path),
+                            ("model.init_from", self.model.init_from)):
+            if value and not Path(value).exists():
+                raise NotFound(name, f"{value} does not exist")
 
     def to_dict(self) -> dict:
         return asdict(self)

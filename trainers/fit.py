@@ -1,8 +1,8 @@
-"""The epoch loop every recipe shares: train, evaluate, keep the best, save resume state.
+"""The epoch loop every recipe shares: train, evaluate, keep the best, save resume state, report.
 
-A recipe (``train_image``, ``train_text``) builds its data, model and closures, then calls
-``fit``. Resume state (``state/last.pt``) holds everything to continue exactly after the last
-finished epoch: model, optimizer, schedule, every RNG, the loader's generator and the history.
+A recipe builds its data, model and closures into a ``Trainee`` and calls ``fit``; ``finish_run``
+writes the final report. Resume state (``state/last.pt``) holds everything to continue exactly after
+the last finished epoch: model, optimizer, schedule, every RNG, the loader's generator and the history.
 """
 
 from __future__ import annotations
@@ -13,17 +13,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import yaml
+from torch.utils.data import DataLoader
 
 from edgetune.errors import InvalidArgument
 from edgetune.progress import EpochEnd, LogLine, ProgressSink
 
 from edgetune.trainers import checkpoint as ckpt
 from edgetune.trainers.config import TrainConfig, config_from_dict
-from edgetune.trainers.loop import DeviceSetup, resolve_device, train_one_epoch
-from edgetune.trainers.run import RunFiles
+from edgetune.trainers.loop import Batch, DeviceSetup, build_optimizer, build_scheduler, resolve_device, train_one_epoch
+from edgetune.trainers.report import plot_confusion, plot_curves
+from edgetune.trainers.run import RunFiles, RunResult
 
 
 @dataclass
@@ -35,7 +38,51 @@ class FitState:
     best_metric: float | None = None
     best_epoch: int = 0
     stale: int = 0  # epochs since the metric last improved
-    before: dict | None = None  # metrics of the model being re-tuned, before any training
+    before: dict | None = None  # metrics of the base model (or the run being re-tuned), before training
+
+
+@dataclass
+class RunContext:
+    """One run being trained: its config, folder, device, data-order generator and progress sink."""
+
+    cfg: TrainConfig
+    files: RunFiles
+    setup: DeviceSetup
+    generator: torch.Generator
+    progress: ProgressSink
+    resume: bool
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.progress(LogLine(message, level=level))
+
+
+@dataclass
+class Trainee:
+    """What ``fit`` trains, and the recipe's steps it calls.
+
+    Attributes:
+        compute_loss: batch -> (mean loss over the batch, how many items it averages).
+        evaluate: -> validation metrics, including ``cfg.optim.metric``.
+        save_best: (epoch, metrics) -> writes the best checkpoint.
+        train_mode: puts the model in training mode (default ``model.train()``).
+    """
+
+    model: nn.Module
+    loader: DataLoader
+    compute_loss: Callable[[Batch], tuple[torch.Tensor, int]]
+    evaluate: Callable[[], dict]
+    save_best: Callable[[int, dict], None]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    train_mode: Callable[[], None] | None = None
+
+
+def make_trainee(run: RunContext, model: nn.Module, loader: DataLoader, compute_loss, evaluate, save_best,
+                 train_mode: Callable[[], None] | None = None) -> Trainee:
+    """A ``Trainee`` with the config's optimizer and schedule over ``model``'s trainable parameters."""
+    opt = build_optimizer(model, run.cfg.optim)
+    sched = build_scheduler(opt, run.cfg.optim, -(-len(loader) // run.cfg.optim.grad_accum))
+    return Trainee(model, loader, compute_loss, evaluate, save_best, opt, sched, train_mode)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -47,8 +94,7 @@ def seed_everything(seed: int) -> torch.Generator:
     return g
 
 
-def begin_run(cfg: TrainConfig, out_dir: str | Path, resume: bool, progress: ProgressSink
-              ) -> tuple[RunFiles, torch.Generator, DeviceSetup]:
+def begin_run(cfg: TrainConfig, out_dir: str | Path, resume: bool, progress: ProgressSink) -> RunContext:
     """The first steps of every recipe: refuse to overwrite a run, seed, pick the device."""
     files = RunFiles(Path(out_dir))
     if not resume and (files.state.exists() or files.weights.exists()):
@@ -56,7 +102,7 @@ def begin_run(cfg: TrainConfig, out_dir: str | Path, resume: bool, progress: Pro
     generator = seed_everything(cfg.seed)
     setup = resolve_device(cfg.device)
     progress(LogLine(f"device: {setup.describe()}"))
-    return files, generator, setup
+    return RunContext(cfg, files, setup, generator, progress, resume)
 
 
 def _better(metric: str, new: float, best: float | None) -> bool:
@@ -65,68 +111,79 @@ def _better(metric: str, new: float, best: float | None) -> bool:
     return new < best if metric == "val_loss" else new > best
 
 
-def restore(files: RunFiles, cfg: TrainConfig, model: nn.Module, opt, sched, generator: torch.Generator,
-            progress: ProgressSink) -> FitState:
+def restore(run: RunContext, trainee: Trainee) -> FitState:
     """Load ``state/last.pt`` into the training objects; the config must equal the run's."""
+    files = run.files
     if not files.config.is_file() or not files.state.is_file():
         raise InvalidArgument("resume", f"{files.root} has no config.yaml and state/last.pt to resume from")
-    if config_from_dict(yaml.safe_load(files.config.read_text())) != cfg:
+    if config_from_dict(yaml.safe_load(files.config.read_text())) != run.cfg:
         raise InvalidArgument("resume", "config differs from the run being resumed")
     state = ckpt.load_training_state(files.state)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
+    trainee.model.load_state_dict(state["model"])
+    trainee.opt.load_state_dict(state["optimizer"])
+    trainee.sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng"):
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    generator.set_state(state["loader_rng"])
+    run.generator.set_state(state["loader_rng"])
     random.setstate(_to_tuple(state["python_rng"]))
-    progress(LogLine(f"resuming after epoch {state['epoch']}"))
+    run.log(f"resuming after epoch {state['epoch']}")
     return FitState(state["epoch"], state["history"], state["best_metric"], state["best_epoch"], state["stale"],
                     state.get("before"))
 
 
-def fit(cfg: TrainConfig, files: RunFiles, state: FitState, model: nn.Module, opt, sched,
-        generator: torch.Generator, loader, compute_loss: Callable, setup: DeviceSetup,
-        evaluate: Callable[[], dict], save_best: Callable[[int, dict], None], progress: ProgressSink,
-        train_mode: Callable[[], None] | None = None) -> FitState:
-    """Run the remaining epochs of ``cfg``.
-
-    Args:
-        loader, compute_loss: the training batches and batch -> (mean loss, items) (``train_one_epoch``).
-        evaluate: -> validation metrics, including ``cfg.optim.metric``.
-        save_best: (epoch, metrics) -> writes the best checkpoint.
-        train_mode: puts the model in training mode (default ``model.train()``).
-    """
+def fit(run: RunContext, state: FitState, trainee: Trainee) -> FitState:
+    """Run the remaining epochs of ``run.cfg``; each ends with evaluation, the best checkpoint and resume state."""
+    cfg, model = run.cfg, trainee.model
     epochs, metric, patience = cfg.optim.epochs, cfg.optim.metric, cfg.optim.early_stopping_patience
     for epoch in range(state.epoch + 1, epochs + 1):
         if patience and state.stale >= patience:
             break
         t0 = time.monotonic()
-        (train_mode or model.train)()
-        train_loss = train_one_epoch(model, loader, opt, sched, compute_loss, setup, cfg.optim.grad_accum,
-                                     epoch, epochs, progress)
+        (trainee.train_mode or model.train)()
+        eval_s = float(np.mean([h["seconds"] - h["train_seconds"] for h in state.history])) if state.history else 0.0
+        train_loss = train_one_epoch(model, trainee.loader, trainee.opt, trainee.sched, trainee.compute_loss,
+                                     run.setup, cfg.optim.grad_accum, epoch, epochs, run.progress, eval_s)
         train_seconds = time.monotonic() - t0
-        metrics = {"train_loss": train_loss, **evaluate()}
+        metrics = {"train_loss": train_loss, **trainee.evaluate()}
         seconds = time.monotonic() - t0
         state.history.append({"epoch": epoch, **metrics, "seconds": seconds, "train_seconds": train_seconds,
-                              "lr": sched.get_last_lr()[0]})
+                              "lr": trainee.sched.get_last_lr()[0]})
         improved = _better(metric, metrics[metric], state.best_metric)
         if improved:
             state.best_metric, state.best_epoch, state.stale = metrics[metric], epoch, 0
-            save_best(epoch, metrics)
+            trainee.save_best(epoch, metrics)
         else:
             state.stale += 1
         state.epoch = epoch
-        ckpt.save_training_state(files.state, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+        ckpt.save_training_state(run.files.state, {
+            "model": model.state_dict(), "optimizer": trainee.opt.state_dict(),
+            "scheduler": trainee.sched.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "loader_rng": generator.get_state(), "python_rng": random.getstate(), **asdict(state)})
-        progress(EpochEnd(epoch, epochs, metrics, seconds, improved))
+            "loader_rng": run.generator.get_state(), "python_rng": random.getstate(), **asdict(state)})
+        run.progress(EpochEnd(epoch, epochs, metrics, seconds, improved))
     if patience and state.stale >= patience:
-        progress(LogLine(f"early stopping: no {metric} improvement for {state.stale} epoch(s)"))
+        run.log(f"early stopping: no {metric} improvement for {state.stale} epoch(s)")
     return state
+
+
+def finish_run(run: RunContext, state: FitState, report: dict, final: dict,
+               confusion: tuple[np.ndarray, list[str]] | None = None) -> RunResult:
+    """The last step of every recipe: warn about a degenerate model, write report.json and the plots.
+
+    ``report`` holds the recipe's own fields (``degenerate`` included); the run's common ones are added.
+    """
+    cfg = run.cfg
+    for reason in report.get("degenerate", []):
+        run.log(f"warning: degenerate model: {reason}", level="warning")
+    report = {"run_dir": str(run.files.root), "task": cfg.task, "arch": cfg.model.arch, "method": cfg.method,
+              "device": run.setup.describe(), **report, "history": state.history, "best_epoch": state.best_epoch,
+              "best_metric": {cfg.optim.metric: state.best_metric}, "before": state.before, "final": final}
+    ckpt.save_json(run.files.report, report)
+    plot_curves(state.history, run.files.root / "curves.png")
+    if confusion is not None:
+        plot_confusion(*confusion, run.files.root / "confusion.png")
+    return RunResult(run.files.root, state.best_epoch, final, report)
 
 
 def _to_tuple(x):

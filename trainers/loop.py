@@ -88,7 +88,7 @@ class Normalizer(nn.Module):
         return (x.float() / 255.0 - self.mean) / self.std
 
 
-Batch = object
+Batch = tuple[torch.Tensor, ...]  # what the loaders yield: (pixels, labels), (ids, mask, labels), ...
 Forward = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]  # batch -> (logits, labels) on the device
 
 
@@ -107,11 +107,14 @@ def image_forward(model: nn.Module, norm: Normalizer, setup: DeviceSetup) -> For
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, sched,
                     compute_loss: Callable[[Batch], tuple[torch.Tensor, int]], setup: DeviceSetup,
-                    grad_accum: int, epoch: int, epochs: int, progress: ProgressSink) -> float:
+                    grad_accum: int, epoch: int, epochs: int, progress: ProgressSink, eval_s: float = 0.0
+                    ) -> float:
     """One pass over ``loader``; returns the mean training loss.
 
     Args:
         compute_loss: batch -> (mean loss over the batch, how many items it averages).
+        eval_s: seconds an evaluation takes (measured on earlier epochs; 0 before the first), so
+            the progress ETA covers the whole job: this epoch, its evaluation, and the epochs left.
     """
     steps = len(loader)
     total, count = torch.zeros((), device=setup.device), 0
@@ -131,10 +134,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
         total += loss.detach().float() * n
         count += n
         if progress is not None:
-            elapsed = time.monotonic() - start
+            pace = (time.monotonic() - start) / (i + 1)
+            eta = pace * (steps - i - 1) + eval_s + (epochs - epoch) * (pace * steps + eval_s)
             # .item() syncs the device; it is cheap next to a step and gives a live loss.
-            progress(StepProgress(epoch, epochs, i + 1, steps, float(loss.item()), sched.get_last_lr()[0],
-                                  elapsed / (i + 1) * (steps - i - 1)))
+            progress(StepProgress(epoch, epochs, i + 1, steps, float(loss.item()), sched.get_last_lr()[0], eta))
     return float(total.item() / max(count, 1))
 
 

@@ -150,35 +150,37 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path) -> None:
     confusion_figure(cm, classes).savefig(path, dpi=100)
 
 
-def _generation_summary(report: dict) -> str:
+def format_summary(report: dict, paths: bool = True) -> str:
+    """A short human summary of a finished run; a degenerate model's reasons come last.
+
+    ``paths=False`` leaves out the run's files (for remote clients, to whom server paths mean nothing).
+    """
+    head = [f"model: {report['arch']} via {report['method']}; trainable parameters: "
+            f"{report['trainable_params']:,} of {report['total_params']:,}"]
+    body = _generation_summary(report) if report.get("task") == "text_generation" else _classifier_summary(report)
+    run = Path(report["run_dir"])
+    files = [f"run: {run} (report.json, curves.png"
+             + (", confusion.png)" if report.get("task") != "text_generation" else ")")] if paths else []
+    warnings = [f"WARNING: degenerate model: {r} (export refuses it unless allowed)"
+                for r in report.get("degenerate", [])]
+    return "\n".join([*head, *body, *files, *warnings])
+
+
+def _generation_summary(report: dict) -> list[str]:
     b, a = report["before"] or {}, report["final"]
-    lines = [f"run: {report['run_dir']}",
-             f"model: {report['arch']} via {report['method']}, weights: {report['weights']['source']}",
-             f"trainable parameters: {report['trainable_params']:,} of {report['total_params']:,}",
-             f"{'val set':<22}{'base':>10}{'tuned':>10}"]
+    lines = [f"{'val set':<22}{'base':>10}{'tuned':>10}"]
     for key, name, f in (("val_loss", "loss", ".4f"), ("val_perplexity", "perplexity", ".2f"),
                          ("val_accuracy", "next-token accuracy", ".4f"), ("exact_match", "exact match", ".4f"),
                          ("chrf", "chrF", ".2f")):
         lines.append(f"{name:<22}{format(b.get(key, float('nan')), f):>10}{format(a[key], f):>10}")
-    lines.append(f"best epoch {report['best_epoch']} of {len(report['history'])}; curves: "
-                 f"{Path(report['run_dir']) / 'curves.png'}")
-    return "\n".join(lines)
+    lines.append(f"best epoch {report['best_epoch']} of {len(report['history'])}")
+    return lines
 
 
-def format_summary(report: dict) -> str:
-    """A short human summary of a finished run; a degenerate model's reasons come last."""
-    text = _generation_summary(report) if report.get("task") == "text_generation" else _classifier_summary(report)
-    warnings = [f"WARNING: degenerate model: {r} (export refuses it unless allowed)"
-                for r in report.get("degenerate", [])]
-    return "\n".join([text, *warnings])
-
-
-def _classifier_summary(report: dict) -> str:
+def _classifier_summary(report: dict) -> list[str]:
     f = report["final"]
-    lines = [f"run: {report['run_dir']}",
-             f"model: {report['arch']} via {report['method']}, weights: {report['weights']['source']}",
-             f"trainable parameters: {report['trainable_params']:,} of {report['total_params']:,}",
-             f"best epoch {report['best_epoch']}: val accuracy {f['accuracy']:.4f}, macro-F1 {f['macro_f1']:.4f}"]
+    lines = [f"best epoch {report['best_epoch']} of {len(report['history'])}: val accuracy {f['accuracy']:.4f}, "
+             f"macro-F1 {f['macro_f1']:.4f}"]
     if report.get("before"):
         bm = report["before"]
         lines.append(f"before re-tuning: val accuracy {bm['val_accuracy']:.4f}, macro-F1 {bm['val_macro_f1']:.4f}")
@@ -189,6 +191,4 @@ def _classifier_summary(report: dict) -> str:
                   for r in sorted(rows, key=lambda r: r["class"])]
     else:
         lines.append("lowest recall: " + ", ".join(f"{r['class']} {r['recall']:.3f}" for r in rows[:5]))
-    lines.append(f"confusion matrix: {Path(report['run_dir']) / 'confusion.png'}; curves: "
-                 f"{Path(report['run_dir']) / 'curves.png'}")
-    return "\n".join(lines)
+    return lines

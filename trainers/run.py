@@ -22,14 +22,18 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 import yaml
 from safetensors.torch import load_file
 
 from edgetune.errors import NotFound, WeightsError
+from edgetune.integrity import sha256_file
 from edgetune.runtime.imaging import Preprocessing
-
+from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, get_task
 from edgetune.trainers.models.image import create_model
+from edgetune.trainers.models.text import ClassifierLogits, auto_class, build_hf_model, load_tokenizer
+from edgetune.trainers.report import format_summary
 
 PARITY_SAMPLES = 64  # held-out validation images kept in a run for the export parity gate
 
@@ -83,37 +87,115 @@ class RunFiles:
         return self.root / "prompt.safetensors"
 
 
+@dataclass
+class RunResult:
+    """What a recipe returns: where the run is, its best epoch, and its final report."""
+
+    run_dir: Path
+    best_epoch: int
+    metrics: dict  # final metrics of the best checkpoint on the val set
+    report: dict
+
+    def summary(self, paths: bool = True) -> str:
+        return format_summary(self.report, paths)
+
+
 @dataclass(frozen=True)
 class RunModel:
-    """A run's best checkpoint, rebuilt: the eval-mode model and what it needs to run."""
+    """A run's best checkpoint, rebuilt plain (adapters merged), eval mode, fp32, on the CPU.
+
+    Images: a timm model, with the run's ``preprocessing``. Text classification:
+    ``forward(input_ids, attention_mask) -> logits`` (prompt tuning included), with ``tokenizer``.
+    Text generation: the HF causal LM itself, with ``tokenizer``.
+    """
 
     model: nn.Module
+    task: str
     arch: str
     classes: list[str]
-    preprocessing: Preprocessing
     meta: dict
+    preprocessing: Preprocessing | None = None
+    tokenizer: object = None
 
 
 def read_model_meta(run_dir: str | Path) -> dict:
     files = RunFiles(Path(run_dir))
+    if not Path(run_dir).is_dir():
+        raise NotFound(str(run_dir), "no such run directory")
     if not files.model_meta.is_file() or not files.weights.is_file():
         raise NotFound(str(run_dir), "not a finished run (no model.json / model.safetensors)")
-    return json.loads(files.model_meta.read_text())
+    meta = json.loads(files.model_meta.read_text())
+    meta.setdefault("task", IMAGE_CLASSIFICATION)  # runs from before text tasks
+    return meta
 
 
-def load_run_model(run_dir: str | Path) -> RunModel:
-    """Rebuild the best checkpoint of a run as an eval-mode timm model on the CPU."""
+def load_run(run_dir: str | Path) -> RunModel:
+    """Rebuild the best checkpoint of any run (see ``RunModel``)."""
     files = RunFiles(Path(run_dir))
     meta = read_model_meta(run_dir)
-    model = create_model(meta["arch"], len(meta["classes"]), meta["image_size"], meta.get("create_kwargs"))
-    state = load_file(str(files.weights))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    classes = list(meta.get("classes") or [])
+    if get_task(meta["task"]).modality == "image":
+        model = create_model(meta["arch"], len(classes), meta["image_size"], meta.get("create_kwargs"))
+        _load_into(model, files.weights, meta["arch"])
+        return RunModel(model.eval(), meta["task"], meta["arch"], classes, meta,
+                        preprocessing=Preprocessing.from_dict(meta["preprocessing"]))
+    hf = build_hf_model(meta)
+    _load_into(hf, files.weights, meta["arch"])
+    model: nn.Module = hf.eval()
+    if meta["task"] == TEXT_CLASSIFICATION:
+        model = ClassifierLogits(hf)
+        if meta["method"] == "prompt_tuning":
+            from edgetune.trainers.methods.prompt_tuning import PromptPrefixed
+
+            model = PromptPrefixed(hf, load_file(str(files.prompt))["prompt"])
+    return RunModel(model.eval(), meta["task"], meta["arch"], classes, meta, tokenizer=load_tokenizer(files.tokenizer))
+
+
+def _load_into(model: nn.Module, path: Path, arch: str) -> None:
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    # Tied weights (e.g. lm_head = embeddings) may be absent from the file; anything else is an error.
+    missing = [k for k in missing if k not in (getattr(model, "all_tied_weights_keys", None) or {})]
     if missing or unexpected:
-        raise WeightsError(str(files.weights), f"does not fit {meta['arch']}: missing {missing[:3]}, "
-                                               f"unexpected {unexpected[:3]}")
-    model.eval()
-    return RunModel(model, meta["arch"], list(meta["classes"]),
-                    Preprocessing.from_dict(meta["preprocessing"]), meta)
+        raise WeightsError(str(path), f"does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def load_unmerged(run_dir: str | Path) -> nn.Module | None:
+    """A text run's peft model as trained (base + adapter, not merged); None without an adapter.
+
+    The base comes from the run (random-init runs) or from the recorded local weights, whose
+    sha256 must still match what the run was trained on. The export's parity gate compares the
+    merged model against this.
+    """
+    from peft import PeftModel
+
+    files = RunFiles(Path(run_dir))
+    meta = read_model_meta(run_dir)
+    if not files.adapter.is_dir():
+        return None
+    classify = meta["task"] == TEXT_CLASSIFICATION
+    base = build_hf_model(meta)
+    base_info = meta["base"]
+    if files.base.is_file():
+        _load_into(base, files.base, meta["arch"])
+    else:
+        path = Path(base_info["path"]) / "model.safetensors"
+        if not path.is_file() or sha256_file(path) != base_info.get("sha256"):
+            raise WeightsError(str(path), "base weights are missing or changed since training; "
+                                          "the adapter cannot be checked against them")
+        kwargs = {"num_labels": len(meta["classes"])} if classify else {}
+        base = auto_class(meta["task"]).from_pretrained(base_info["path"], local_files_only=True,
+                                                        trust_remote_code=False, use_safetensors=True,
+                                                        dtype=torch.float32, **kwargs)
+    peft_model = PeftModel.from_pretrained(base, str(files.adapter), is_trainable=False).eval()
+    return ClassifierLogits(peft_model).eval() if classify else peft_model
+
+
+def parity_texts(run_dir: str | Path) -> list[dict]:
+    """The held-out validation rows a text run saved for the export parity gate."""
+    path = RunFiles(Path(run_dir)).parity_texts
+    if not path.is_file():
+        raise NotFound(str(run_dir), "run has no parity_samples.json")
+    return json.loads(path.read_text())
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,20 @@ import yaml
 
 from edgetune.errors import InvalidArgument
 from edgetune.progress import ProgressSink, silent
-
-from edgetune.trainers.config import IMAGE, TrainConfig, config_from_dict
-from edgetune.trainers.recipes.image_classification import RunResult, train_image
-from edgetune.trainers.run import RunFiles
+from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_GENERATION
+from edgetune.trainers.config import TrainConfig, config_from_dict
+from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.recipes.instruction import train_instruct
 from edgetune.trainers.recipes.text_classification import train_text
-from edgetune.trainers.models.text import CLASSIFICATION, GENERATION
+from edgetune.trainers.run import RunFiles, RunResult
+
+RECIPES = {IMAGE_CLASSIFICATION: train_image, TEXT_CLASSIFICATION: train_text, TEXT_GENERATION: train_instruct}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = silent, resume: bool = False
           ) -> RunResult:
     """Fine-tune per ``cfg.task`` and write the run directory (see ``run.py``)."""
-    recipe = {IMAGE: train_image, CLASSIFICATION: train_text, GENERATION: train_instruct}[cfg.task]
-    return recipe(cfg, out_dir, progress, resume)
+    return RECIPES[cfg.task](cfg, out_dir, progress, resume)
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:

@@ -1,8 +1,10 @@
 """Progress events from long work, and the sinks that show them.
 
 Trainers and export emit typed events to a sink (any callable). The terminal sink redraws one
-line with epoch/step, loss and ETA when stderr is a TTY and prints only per-epoch lines
-otherwise, so logs stay quiet. The server (later) persists the same events.
+line with epoch/step, loss and the job's ETA when its stream is a TTY and prints only per-epoch
+lines otherwise, so logs stay quiet. The server persists the same events; ``edgetune remote
+watch`` and the demo show them through the terminal sink too. Durations read one way everywhere
+(``format_duration``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class StepProgress:
     steps: int
     loss: float
     lr: float
-    eta_s: float
+    eta_s: float  # seconds left in the whole job (this epoch, its evaluation and the epochs after it)
 
 
 @dataclass
@@ -48,9 +50,14 @@ def silent(event: Event) -> None:
     """A sink that drops everything."""
 
 
-def _fmt_eta(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 60}:{seconds % 60:02d}"
+def format_duration(seconds: float) -> str:
+    """``42s``, ``2m05s``, ``1h04m``: how every edgetune output shows a duration."""
+    seconds = int(round(max(seconds, 0)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class TerminalProgress:
@@ -69,14 +76,14 @@ class TerminalProgress:
             if self.live and (now - self._last >= self.min_interval_s or event.step == event.steps):
                 self._last = now
                 self.stream.write(f"\repoch {event.epoch}/{event.epochs} step {event.step}/{event.steps} "
-                                  f"loss {event.loss:.4f} lr {event.lr:.2e} ETA {_fmt_eta(event.eta_s)}\x1b[K")
+                                  f"loss {event.loss:.4f} lr {event.lr:.2e} ETA {format_duration(event.eta_s)}\x1b[K")
                 self.stream.flush()
                 self._dirty = True
             return
         self._clear()
         if isinstance(event, EpochEnd):
             m = " ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
-            self.stream.write(f"epoch {event.epoch}/{event.epochs} {m} ({event.seconds:.1f}s)"
+            self.stream.write(f"epoch {event.epoch}/{event.epochs} {m} ({format_duration(event.seconds)})"
                               f"{' *best' if event.best else ''}\n")
         elif isinstance(event, LogLine):
             self.stream.write(f"{event.message}\n")

@@ -1,6 +1,7 @@
 """Export, the parity gate and bundles, in the real ONNX Runtime."""
 
 import json
+import stat
 
 import numpy as np
 import onnx
@@ -16,10 +17,12 @@ from edgetune.runtime.sessions import create_session
 from edgetune.export.specs import EXPORT_SPECS, Tolerance
 from edgetune.runtime.imaging import Preprocessing
 from edgetune.progress import EpochEnd
-from edgetune.trainers.models.image import ARCHITECTURES, create_model, default_normalization
+from edgetune.trainers.models.image import create_model, default_normalization
+from edgetune.trainers.models.registry import ARCHITECTURES
+from edgetune.trainers.checkpoint import default_mode
 from edgetune.trainers.config import load_config
 from edgetune.trainers.recipes.image_classification import train_image
-from edgetune.trainers.run import load_run_model
+from edgetune.trainers.run import load_run
 
 SPEC = EXPORT_SPECS["image_classification"]
 
@@ -83,7 +86,7 @@ def test_parity_gate_fails_on_a_real_mismatch(tmp_path):
 
 def test_a_bundle_that_normalizes_differently_fails(trained_run, tmp_path):
     """The device side reads the manifest's preprocessing: a wrong mean / std fails the gate."""
-    run = load_run_model(trained_run.run_dir)
+    run = load_run(trained_run.run_dir)
     prep = run.preprocessing
     wrong = Preprocessing(prep.size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert (wrong.mean, wrong.std) != (prep.mean, prep.std)
@@ -100,7 +103,7 @@ def test_a_bundle_that_normalizes_differently_fails(trained_run, tmp_path):
 
 
 def test_a_bundle_with_swapped_labels_fails(trained_run, tmp_path):
-    run = load_run_model(trained_run.run_dir)
+    run = load_run(trained_run.run_dir)
     swapped = [run.classes[1], run.classes[0], *run.classes[2:]]
     session = create_session(export_bundle(trained_run.run_dir, tmp_path / "b").dir / "model.onnx", "cpu")
     reference = ImageContract(run.preprocessing, run.classes)
@@ -208,17 +211,21 @@ def test_bundle_is_self_describing_and_verified(trained_run, tmp_path):
     assert json.loads(meta["edgetune.preprocessing"])["size"] == 32
     cases = {c["name"] for c in manifest["parity"]["cases"]}
     assert any("held-out" in c for c in cases) and any("random" in c for c in cases)
+    # One file-mode rule: what open() / mkdir() give under the umask, for the folder and every file.
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [result.dir, *result.dir.iterdir()]}
+    assert modes == {result.dir.name: default_mode(directory=True), "model.onnx": default_mode(),
+                     "manifest.json": default_mode()}
 
 
 def test_predictions_match_the_pytorch_checkpoint(trained_run, tmp_path):
     from edgetune.runtime.imaging import preprocess_files
-    from edgetune.trainers.run import load_run_model
+    from edgetune.trainers.run import load_run
 
     bundle = export_bundle(trained_run.run_dir, tmp_path / "bundle")
     predictor = ImagePredictor(bundle.dir, device="cpu")
     files = sorted((trained_run.run_dir.parent / "data").glob("*/*.png"))[:6]
     preds = predictor.predict_files(files, top_k=2)
-    run = load_run_model(trained_run.run_dir)
+    run = load_run(trained_run.run_dir)
     with torch.no_grad():
         ref = run.model(torch.from_numpy(preprocess_files(files, run.preprocessing))).argmax(1)
     assert [p.top[0][0] for p in preds] == [run.classes[i] for i in ref]

@@ -10,7 +10,7 @@ from edgetune.runtime import verify_bundle
 from edgetune.runtime import TextGenerator
 from edgetune.trainers.config import load_config
 from edgetune.trainers.generation import prompt_ids, torch_greedy
-from edgetune.trainers.text_run import load_text_run, load_unmerged, parity_texts
+from edgetune.trainers.run import load_run, load_unmerged, parity_texts
 from edgetune.trainers.train import train
 from tests.conftest import copy_with_broken_adapter, write_reverse_pairs
 
@@ -49,7 +49,7 @@ def test_bundle_generates_like_pytorch(runs, tmp_path, method):
     greedy = [c for c in manifest["parity"]["cases"] if c["name"].startswith("greedy")]
     assert greedy and all(c["top1_compared"] > 0 and c["samples"] >= prompts for c in greedy)
 
-    run = load_text_run(runs[method])
+    run = load_run(runs[method])
     reference = load_unmerged(runs[method]) if method == "prompt_tuning" else run.model
     generator = TextGenerator(result.dir, device="cpu")
     eos = run.tokenizer.eos_token_id

@@ -13,7 +13,7 @@ from edgetune.runtime import verify_bundle
 from edgetune.runtime.text import TextEncoder, TextPredictor
 from edgetune.trainers.config import load_config
 from edgetune.trainers.recipes.text_classification import train_text
-from edgetune.trainers.text_run import load_text_run, parity_texts
+from edgetune.trainers.run import load_run, parity_texts
 from tests.conftest import copy_with_broken_adapter, write_topic_texts
 
 
@@ -56,7 +56,7 @@ def test_bundle_passes_three_way_parity_and_predicts_like_pytorch(runs, tmp_path
             assert case["top1_compared"] == 0  # random token ids: values only
     assert {c["batch_size"] for c in manifest["parity"]["cases"] if c["name"].startswith("held-out")} == {1, 16}
     # Device-side inference agrees with the PyTorch checkpoint, row by row.
-    run = load_text_run(runs[method])
+    run = load_run(runs[method])
     texts = [r["text"] for r in parity_texts(runs[method])][:20]
     predictor = TextPredictor(result.dir, device="cpu")
     enc = run.tokenizer(texts, truncation=True, max_length=24, padding=True, return_tensors="pt")
@@ -72,7 +72,7 @@ def test_device_tokenization_equals_the_training_tokenizer(runs, tmp_path):
     bundle = export_bundle(runs["lora"], tmp_path / "b", device="cpu").dir
     manifest = json.loads((bundle / "manifest.json").read_text())
     encoder = TextEncoder(bundle, manifest["tokenization"])
-    run = load_text_run(runs["lora"])
+    run = load_run(runs["lora"])
     texts = ["pizza ovens today", "A very, very long message " * 10, "goal!", "unknown wörds ✓"]
     assert encoder.ids(texts) == run.tokenizer(texts, truncation=True, max_length=24)["input_ids"]
     feed = encoder.encode(texts)

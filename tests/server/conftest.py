@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetune.server.client import EdgetuneClient
+from edgetune.server.transport.client import EdgetuneClient
 
 
 class ServerProcess:

@@ -1,6 +1,6 @@
 """Manifest parity reports -> protobuf messages, including the values JSON cannot hold."""
 
-from edgetune.server.convert import parity_report
+from edgetune.server.transport.convert import parity_report
 
 
 def test_a_failed_report_with_non_finite_errors_and_no_decisions_converts():

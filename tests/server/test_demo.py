@@ -4,7 +4,7 @@ import pytest
 
 from edgetune.errors import InvalidArgument
 from edgetune.progress import silent
-from edgetune.server.demo import run_demo
+from edgetune.cli.demo import run_demo
 
 
 @pytest.mark.slow

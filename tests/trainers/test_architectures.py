@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from edgetune.trainers.models.image import ARCHITECTURES, create_model, head_name
+from edgetune.trainers.models.image import create_model, head_name
+from edgetune.trainers.models.registry import ARCHITECTURES
 from edgetune.trainers.config import load_config
 from edgetune.trainers.methods import apply_method, plain_model, trainable_parameters
 

@@ -5,7 +5,9 @@ from safetensors.torch import save_file
 
 from edgetune.errors import InvalidArgument, WeightsError
 from edgetune.trainers.models.image import create_model
-from edgetune.trainers.models.catalog import BUILTIN, list_base_models, load_base_weights, resolve_weights
+from edgetune.trainers.models.catalog import BUILTIN, list_base_models
+from edgetune.trainers.models.image import load_base_weights
+from edgetune.trainers.models.weights import resolve_weights
 
 
 def test_builtin_efficientnet_lite0_weights_map_onto_timm_with_every_shape_verified():

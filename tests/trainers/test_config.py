@@ -2,14 +2,19 @@ import pytest
 import yaml
 
 from edgetune.errors import InvalidArgument
-from edgetune.trainers.config import METHOD_DEFAULTS, config_from_dict, load_config
+from edgetune.tasks import IMAGE_CLASSIFICATION, TASKS
+from edgetune.trainers.config import config_from_dict, load_config
+
+METHOD_DEFAULTS = TASKS[IMAGE_CLASSIFICATION].method_defaults
 
 
-@pytest.mark.parametrize("method", sorted(METHOD_DEFAULTS))
-def test_method_defaults_fill_unset_fields(method):
-    cfg = load_config(overrides={"method": method})
-    assert cfg.optim.lr == METHOD_DEFAULTS[method]["lr"]
-    assert cfg.optim.epochs == METHOD_DEFAULTS[method]["epochs"]
+@pytest.mark.parametrize("task,method", [(t, m) for t in TASKS for m in TASKS[t].methods])
+def test_method_defaults_fill_unset_fields(task, method):
+    cfg = load_config(overrides={"task": task, "method": method})
+    defaults = TASKS[task].method_defaults[method]
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.epochs) == (defaults["lr"], defaults["weight_decay"],
+                                                                       defaults["epochs"])
+    assert cfg.optim.metric == TASKS[task].metric and cfg.model.arch == TASKS[task].default_arch
 
 
 def test_yaml_then_overrides_take_precedence(tmp_path):

@@ -27,7 +27,7 @@ def test_stratified_split_keeps_every_class_on_both_sides(pattern_folder):
     assert report.val_per_class == {"a": 3, "b": 3, "c": 3}
     assert train.pixels.shape == (27, 16, 16, 3) and train.pixels.dtype == np.uint8
     assert not set(train.paths) & set(val.paths)
-    assert not report.leakage and not report.duplicate_groups and not report.corrupt
+    assert not report.leakage and not report.duplicate_groups and not report.invalid
 
 
 def test_split_is_deterministic_per_seed(pattern_folder):
@@ -45,7 +45,7 @@ def test_corrupt_images_are_named_and_fail_the_run(pattern_folder):
     assert "broken.png" in e.value.message and "--skip-corrupt" in e.value.message
 
     train, val, report = _load(pattern_folder, skip_corrupt=True)
-    assert len(report.corrupt) == 2 and report.skipped_corrupt
+    assert len(report.invalid) == 2 and report.skipped_invalid
     assert len(train.paths) + len(val.paths) == 36
 
 
@@ -82,7 +82,7 @@ def test_duplicates_stay_together_and_leakage_is_reported(tmp_path, seed):
         shutil.copy(root / c / f"{c}_2.png", val_root / c / "v.png")
     _, _, report = _load(root, val_path=str(val_root), seed=seed)
     assert report.split == "given" and len(report.leakage) == 3
-    assert any("also occur in training" in w for w in report.warnings)
+    assert any("also occur in the training data" in w for w in report.warnings)
 
 
 def test_train_val_folders_are_used_as_given(tmp_path):

@@ -10,7 +10,7 @@ from edgetune.errors import DataError, InvalidArgument
 from edgetune.progress import EpochEnd
 from edgetune.trainers.config import load_config
 from edgetune.trainers.recipes.image_classification import train_image
-from edgetune.trainers.run import load_run_model
+from edgetune.trainers.run import load_run
 from tests.conftest import write_pattern_folder
 
 
@@ -36,7 +36,7 @@ def test_run_writes_checkpoint_report_and_plots(pattern_folder, tmp_path):
     assert sum(map(sum, cm)) == 9 and len(report["final"]["per_class"]) == 3
     assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [1, 2]
     # The saved best checkpoint reproduces the reported validation metric.
-    best = load_run_model(run)
+    best = load_run(run)
     assert best.classes == ["a", "b", "c"] and best.preprocessing.size == 32
     assert result.metrics["accuracy"] == pytest.approx(
         report["history"][result.best_epoch - 1]["val_accuracy"])
@@ -106,4 +106,4 @@ def test_adapter_and_probe_runs_save_plain_models(pattern_folder, tmp_path, arch
     state = load_file(result.run_dir / "model.safetensors")
     assert not any("lora" in k or "base_model" in k for k in state)
     assert result.report["trainable_params"] < result.report["total_params"]
-    load_run_model(result.run_dir)
+    load_run(result.run_dir)

@@ -10,7 +10,7 @@ from edgetune.errors import InvalidArgument
 from edgetune.progress import EpochEnd
 from edgetune.trainers.config import load_config
 from edgetune.trainers.recipes.text_classification import train_text
-from edgetune.trainers.text_run import load_text_run, load_unmerged
+from edgetune.trainers.run import load_run, load_unmerged
 
 
 def _cfg(data, **over):
@@ -36,7 +36,7 @@ def test_full_fine_tune_learns_topics_and_writes_the_run(topic_texts, tmp_path):
     assert [e.epoch for e in events if isinstance(e, EpochEnd)] == list(range(1, 5))
     # The checkpoint rebuilt from disk reproduces the reported best validation metric.
     assert result.metrics["macro_f1"] == pytest.approx(report["history"][result.best_epoch - 1]["val_macro_f1"])
-    assert load_text_run(run).classes == ["food", "sport", "tech"]
+    assert load_run(run).classes == ["food", "sport", "tech"]
 
 
 @pytest.mark.parametrize("arch,method", [("bert", "lora"), ("bert", "ia3"), ("bert", "prompt_tuning"),
@@ -45,7 +45,7 @@ def test_methods_train_only_their_parameters_and_merge_exactly(topic_texts, tmp_
     result = train_text(_cfg(topic_texts, method=method, **{"model.arch": arch, "optim.epochs": 1}), tmp_path / "r")
     report = result.report
     assert 0 < report["trainable_params"] < report["total_params"] / 2, report["trainable_params"]
-    run = load_text_run(tmp_path / "r")
+    run = load_run(tmp_path / "r")
     plain = run.model
     unmerged = load_unmerged(tmp_path / "r")
     assert (unmerged is None) == (method == "linear_probe")
@@ -90,7 +90,8 @@ def test_local_hf_directory_and_operator_catalog_entry_load_as_base_weights(topi
     from transformers import AutoModel
 
     from edgetune.errors import WeightsError
-    from edgetune.trainers.models.text import TEXT_ARCHITECTURES, train_tokenizer
+    from edgetune.trainers.models.text import train_tokenizer
+    from edgetune.trainers.models.registry import TEXT_ARCHITECTURES
 
     tok = train_tokenizer("bert", [json.loads(line)["text"] for line in topic_texts.read_text().splitlines()])
     from transformers import AutoConfig

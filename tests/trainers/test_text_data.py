@@ -23,10 +23,10 @@ def test_jsonl_csv_and_tsv_read_the_same_rows(tmp_path):
     splits = []
     for name, fields in (("d.jsonl", TextFields()), ("d.csv", TextFields()), ("d.tsv", TextFields("SMS", "Label"))):
         train, val, report = load_text_data(str(tmp_path / name), None, CLS, 0.2, False, 0, fields)
-        splits.append((sorted(train.a), sorted(val.a)))
-        assert report.classes == ["ham", "spam"] and report.rows == 30
-        assert report.train_rows + report.val_rows == 30
-        assert set(val.b) == {"ham", "spam"}  # stratified: both labels in val
+        splits.append((sorted(train.inputs), sorted(val.inputs)))
+        assert report.classes == ["ham", "spam"] and report.train_count + report.val_count == 30
+        assert report.unit == "rows" and report.task == CLS
+        assert set(val.targets) == {"ham", "spam"}  # stratified: both labels in val
     assert splits[0] == splits[1] == splits[2]
 
 
@@ -40,7 +40,7 @@ def test_invalid_rows_are_named_and_fail_unless_skipped(tmp_path):
     assert e.value.subject == "data.path"
     assert "row 4: 'text' is empty" in e.value.message and "row 8: no 'label' field" in e.value.message
     train, val, report = load_text_data(str(path), None, CLS, 0.2, True, 0)
-    assert len(train) + len(val) == 18 and len(report.invalid_rows) == 2 and report.skipped_invalid
+    assert len(train) + len(val) == 18 and len(report.invalid) == 2 and report.skipped_invalid
 
 
 def test_malformed_json_and_missing_columns_name_the_problem(tmp_path):
@@ -61,8 +61,9 @@ def test_duplicates_conflicts_leakage_and_unknown_labels(tmp_path):
     val = [{"text": "train text 1", "label": "a"}, {"text": "fresh", "label": "b"}]
     t, v, report = load_text_data(str(_jsonl(tmp_path / "t.jsonl", train)), str(_jsonl(tmp_path / "v.jsonl", val)),
                                   CLS, 0.2, False, 0)
-    assert report.split == "given" and report.duplicates == 1 and len(report.conflicting_labels) == 1
-    assert report.leakage == 1 and any("also occur" in w for w in report.warnings)
+    assert report.split == "given" and report.duplicate_groups == [["t.jsonl row 21", "t.jsonl row 22"]]
+    assert report.conflicting_labels == [["t.jsonl row 21 (a)", "t.jsonl row 22 (b)"]]
+    assert report.leakage == [["v.jsonl row 1", "t.jsonl row 2"]] and any("also occur" in w for w in report.warnings)
     with pytest.raises(DataError) as e:
         load_text_data(str(tmp_path / "t.jsonl"), str(_jsonl(tmp_path / "v2.jsonl", [{"text": "x", "label": "zzz"}])),
                        CLS, 0.2, False, 0)
@@ -72,7 +73,8 @@ def test_duplicates_conflicts_leakage_and_unknown_labels(tmp_path):
 def test_identical_texts_stay_on_one_side_of_the_split(tmp_path):
     rows = [{"text": f"text {i % 10}", "label": "a" if i % 2 else "b"} for i in range(60)]
     train, val, report = load_text_data(str(_jsonl(tmp_path / "d.jsonl", rows)), None, CLS, 0.3, False, 0)
-    assert not set(train.a) & set(val.a) and report.leakage == 0 and report.duplicates == 50
+    assert not set(train.inputs) & set(val.inputs) and report.leakage == []
+    assert len(report.duplicate_groups) == 10 and sum(len(g) - 1 for g in report.duplicate_groups) == 50
 
 
 def test_generation_rows_and_token_lengths(tmp_path):
@@ -80,7 +82,7 @@ def test_generation_rows_and_token_lengths(tmp_path):
     train, val, report = load_text_data(str(_jsonl(tmp_path / "g.jsonl", rows)), None, "text_generation", 0.2,
                                         True, 0)
     assert len(train) + len(val) == 10 and report.classes == [] and report.split == "random"
-    assert report.invalid_rows == ["g.jsonl row 11: 'response' is empty"]
+    assert report.invalid == ["g.jsonl row 11: 'response' is empty"]
     add_token_lengths(report, [5, 10, 200, 300], 128)
     assert report.token_lengths["truncated"] == 2 and report.token_lengths["max"] == 300
     assert any("exceed max_length 128" in w for w in report.warnings)
@@ -93,7 +95,7 @@ def test_line_breaks_inside_fields_are_kept(tmp_path):
     (tmp_path / "d.csv").write_text("text,label\n" + "".join(f'"{r["text"]}",{r["label"]}\n' for r in rows))
     for name in ("d.jsonl", "d.csv"):
         train, val, _ = load_text_data(str(tmp_path / name), None, CLS, 0.2, False, 0)
-        assert sorted(train.a + val.a) == sorted(r["text"] for r in rows), name
+        assert sorted(train.inputs + val.inputs) == sorted(r["text"] for r in rows), name
     (tmp_path / "big.csv").write_text("text,label\n" + "x" * 200_000 + ",a\n")
     with pytest.raises(DataError, match="row 1: malformed CSV"):
         load_text_data(str(tmp_path / "big.csv"), None, CLS, 0.2, False, 0)

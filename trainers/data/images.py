@@ -1,4 +1,4 @@
-"""Image datasets: discovery, the pre-training validation report, stratified split, tensors.
+"""Image datasets: discovery, decoding, the pre-training validation report and the split (torch-free).
 
 Sources: an ImageFolder directory (``class/xxx.png``; or ``train/`` and ``val/`` folders of
 those), a .zip / .tar.gz of one, or a CSV manifest of ``path,label`` rows (paths relative to the
@@ -11,58 +11,26 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import random
 import shutil
 import tempfile
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from edgetune.errors import DataError
 from edgetune.runtime.imaging import IMAGE_SUFFIXES, load_rgb, resize_uint8
-
+from edgetune.tasks import IMAGE_CLASSIFICATION
 from edgetune.trainers.data.archives import extract_archive, is_archive
+from edgetune.trainers.data.report import DataReport, Item, content_checks, label_set
+from edgetune.trainers.data.split import stratified_split
 
 
 @dataclass
 class Sample:
     path: str
     label: str
-
-
-@dataclass
-class DataReport:
-    """What was found in the data before training; saved in the run's report."""
-
-    classes: list[str]
-    train_per_class: dict[str, int]
-    val_per_class: dict[str, int]
-    split: str  # "given" (explicit val set or train/val folders) or "stratified"
-    corrupt: list[str] = field(default_factory=list)
-    skipped_corrupt: bool = False
-    ignored_files: int = 0  # files without an image suffix
-    duplicate_groups: list[list[str]] = field(default_factory=list)  # exact duplicates within a split
-    conflicting_labels: list[list[str]] = field(default_factory=list)  # same content, different labels
-    leakage: list[list[str]] = field(default_factory=list)  # same content in train and val
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        lines = [f"classes: {len(self.classes)}; train {sum(self.train_per_class.values())} / "
-                 f"val {sum(self.val_per_class.values())} images ({self.split} split)"]
-        for c in self.classes:
-            lines.append(f"  {c}: train {self.train_per_class.get(c, 0)}, val {self.val_per_class.get(c, 0)}")
-        lines.append(f"corrupt: {len(self.corrupt)}{' (skipped)' if self.corrupt and self.skipped_corrupt else ''}; "
-                     f"duplicate groups: {len(self.duplicate_groups)}; label conflicts: "
-                     f"{len(self.conflicting_labels)}; train/val leakage: {len(self.leakage)}")
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
 
 
 @contextlib.contextmanager
@@ -150,28 +118,6 @@ def _decode(samples: list[Sample], size: int) -> tuple[list[np.ndarray], list[st
     return arrays, hashes, corrupt
 
 
-def stratified_split(samples: list[Sample], hashes: list[str], fraction: float, seed: int):
-    """Split by label, keeping identical files together (whatever their labels) so duplicates
-    cannot leak into val. A group of identical files is stratified under its most common label."""
-    by_hash: dict[str, list[int]] = defaultdict(list)
-    for i, h in enumerate(hashes):
-        by_hash[h].append(i)
-    groups: dict[str, list[list[int]]] = defaultdict(list)
-    for unit in by_hash.values():
-        label = Counter(samples[i].label for i in unit).most_common(1)[0][0]
-        groups[label].append(unit)
-    rng = random.Random(seed)
-    train, val = [], []
-    for label in sorted(groups):
-        units = groups[label]
-        rng.shuffle(units)
-        n_val = int(round(len(units) * fraction)) if len(units) > 1 else 0
-        n_val = min(max(n_val, 1 if len(units) > 1 else 0), len(units) - 1)
-        for j, unit in enumerate(units):
-            (val if j < n_val else train).extend(unit)
-    return sorted(train), sorted(val)
-
-
 def load_image_data(path: str, val_path: str | None, image_size: int, val_fraction: float,
                     skip_corrupt: bool, seed: int, classes: list[str] | None = None
                     ) -> tuple[DecodedSet, DecodedSet, DataReport]:
@@ -205,16 +151,10 @@ def load_image_data(path: str, val_path: str | None, image_size: int, val_fracti
     keep = [i for i, a in enumerate(arrays) if a is not None]
     train_idx = [i for i in keep if i < len(train_s)]
     val_idx = [i for i in keep if i >= len(train_s)]
-    found = sorted({all_s[i].label for i in keep})
-    if classes is None:
-        classes = found
-    elif set(found) != set(classes):
-        raise DataError("data.path", f"labels {found} differ from the run being re-tuned {classes}")
-    if len(classes) < 2:
-        raise DataError("data.path", f"need at least 2 classes, found {len(classes)}: {classes}")
+    classes = label_set([all_s[i].label for i in keep], classes)
     if split == "stratified":
-        sub_t, sub_v = stratified_split([all_s[i] for i in train_idx], [hashes[i] for i in train_idx],
-                                         val_fraction, seed)
+        sub_t, sub_v = stratified_split([all_s[i].label for i in train_idx], [hashes[i] for i in train_idx],
+                                        val_fraction, seed)
         train_idx, val_idx = [train_idx[j] for j in sub_t], [train_idx[j] for j in sub_v]
     for c in classes:
         if not any(all_s[i].label == c for i in train_idx):
@@ -231,64 +171,16 @@ def load_image_data(path: str, val_path: str | None, image_size: int, val_fracti
                           [all_s[i].path for i in idx], [hashes[i] for i in idx])
 
     train, val = build(train_idx), build(val_idx)
-    report = DataReport(classes=classes, split=split, corrupt=corrupt, skipped_corrupt=skip_corrupt,
-                        ignored_files=ignored,
-                        train_per_class=dict(sorted(Counter(all_s[i].label for i in train_idx).items())),
-                        val_per_class=dict(sorted(Counter(all_s[i].label for i in val_idx).items())))
-    _content_checks(train, val, classes, report)
+    report = DataReport(IMAGE_CLASSIFICATION, "images", len(train_idx), len(val_idx), split, classes,
+                        dict(sorted(Counter(all_s[i].label for i in train_idx).items())),
+                        dict(sorted(Counter(all_s[i].label for i in val_idx).items())),
+                        invalid=corrupt, skipped_invalid=skip_corrupt, ignored_files=ignored)
+    content_checks(_items(train, classes), _items(val, classes), report)
     if len(val.labels) == 0:
         raise DataError("data.path", "validation split is empty; add images or pass --val-data")
-    for c in classes:
-        if report.val_per_class.get(c, 0) == 0:
-            report.warnings.append(f"class {c!r} has no validation images")
+    report.warn_missing_val_classes()
     return train, val, report
 
 
-def _content_checks(train: DecodedSet, val: DecodedSet, classes: list[str], report: DataReport) -> None:
-    for split in (train, val):
-        by_hash = defaultdict(list)
-        for p, h, y in zip(split.paths, split.hashes, split.labels):
-            by_hash[h].append((p, int(y)))
-        for items in by_hash.values():
-            if len(items) > 1:
-                report.duplicate_groups.append([p for p, _ in items])
-                if len({y for _, y in items}) > 1:
-                    report.conflicting_labels.append([f"{p} ({classes[y]})" for p, y in items])
-    train_hashes = defaultdict(list)
-    for p, h in zip(train.paths, train.hashes):
-        train_hashes[h].append(p)
-    for p, h in zip(val.paths, val.hashes):
-        if h in train_hashes:
-            report.leakage.append([p] + train_hashes[h])
-    if report.leakage:
-        report.warnings.append(f"{len(report.leakage)} validation image(s) also occur in training data")
-    if report.conflicting_labels:
-        report.warnings.append(f"{len(report.conflicting_labels)} identical image group(s) carry different labels")
-
-
-class ImageTensors(Dataset):
-    """Decoded uint8 images as CHW tensors, with optional training augmentation."""
-
-    def __init__(self, data: DecodedSet, augment: bool = False, hflip: bool = False):
-        self.pixels = torch.from_numpy(data.pixels).permute(0, 3, 1, 2)  # NCHW uint8 view
-        self.labels = torch.from_numpy(data.labels)
-        self.transform = _augmentation(self.pixels.shape[-1], hflip) if augment else None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        x = self.pixels[i]
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, self.labels[i]
-
-
-def _augmentation(size: int, hflip: bool):
-    from torchvision.transforms import v2
-
-    ops = [v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.15), antialias=True),
-           v2.ColorJitter(brightness=0.2, contrast=0.2)]
-    if hflip:
-        ops.append(v2.RandomHorizontalFlip())
-    return v2.Compose(ops)
+def _items(data: DecodedSet, classes: list[str]) -> list[Item]:
+    return [Item(p, h, classes[y]) for p, h, y in zip(data.paths, data.hashes, data.labels)]

@@ -14,15 +14,16 @@ import hashlib
 import io
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgetune.errors import DataError
 
-from edgetune.trainers.data.images import Sample, stratified_split
-from edgetune.trainers.models.text import CLASSIFICATION
+from edgetune.tasks import TEXT_CLASSIFICATION
+from edgetune.trainers.data.report import DataReport, Item, content_checks, label_set
+from edgetune.trainers.data.split import stratified_split
 
 TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv")
 
@@ -41,50 +42,12 @@ class TextFields:
 class TextRows:
     """One split: texts and labels (classification) or prompts and responses (generation)."""
 
-    a: list[str]  # text or prompt
-    b: list[str]  # label or response
+    inputs: list[str]  # texts (classification) or prompts (generation)
+    targets: list[str]  # labels or responses
     rows: list[int]  # 1-based source row numbers (the header is row 0 for CSV)
 
     def __len__(self) -> int:
-        return len(self.a)
-
-
-@dataclass
-class TextDataReport:
-    """What was found in the data before training; saved in the run's report."""
-
-    task: str
-    rows: int
-    train_rows: int
-    val_rows: int
-    split: str  # "given" or "stratified" / "random"
-    classes: list[str] = field(default_factory=list)
-    train_per_class: dict[str, int] = field(default_factory=dict)
-    val_per_class: dict[str, int] = field(default_factory=dict)
-    invalid_rows: list[str] = field(default_factory=list)  # "row N: field is empty"
-    skipped_invalid: bool = False
-    duplicates: int = 0  # rows whose normalized text repeats an earlier row in the same split
-    conflicting_labels: list[str] = field(default_factory=list)
-    leakage: int = 0  # val rows whose text also occurs in train
-    token_lengths: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        lines = [f"{self.task}: {self.rows} rows; train {self.train_rows} / val {self.val_rows} ({self.split} split)"]
-        for c in self.classes:
-            lines.append(f"  {c}: train {self.train_per_class.get(c, 0)}, val {self.val_per_class.get(c, 0)}")
-        lines.append(f"invalid rows: {len(self.invalid_rows)}{' (skipped)' if self.invalid_rows and self.skipped_invalid else ''}"
-                     f"; duplicates: {self.duplicates}; label conflicts: {len(self.conflicting_labels)}; "
-                     f"train/val leakage: {self.leakage}")
-        t = self.token_lengths
-        if t:
-            lines.append(f"tokens: median {t['p50']}, p95 {t['p95']}, max {t['max']}; {t['truncated']} row(s) "
-                         f"longer than max_length {t['max_length']} are truncated")
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
+        return len(self.inputs)
 
 
 def read_rows(path: str | Path, columns: tuple[str, str]) -> tuple[list[tuple[int, dict]], str]:
@@ -135,7 +98,7 @@ def detect_text_task(path: str | Path, fields: TextFields = TextFields()) -> str
         records, _ = read_rows(p, ())
         cols = set(records[0][1]) if records else set()
     else:
-        for task, pair in ((CLASSIFICATION, (fields.text, fields.label)),
+        for task, pair in ((TEXT_CLASSIFICATION, (fields.text, fields.label)),
                            ("text_generation", (fields.prompt, fields.response))):
             try:
                 read_rows(p, pair)
@@ -146,7 +109,7 @@ def detect_text_task(path: str | Path, fields: TextFields = TextFields()) -> str
         raise DataError(str(path), f"header must name {fields.text},{fields.label} or "
                                    f"{fields.prompt},{fields.response} columns")
     if {fields.text, fields.label} <= cols:
-        return CLASSIFICATION
+        return TEXT_CLASSIFICATION
     if {fields.prompt, fields.response} <= cols:
         return "text_generation"
     raise DataError(str(path), f"rows must carry {fields.text!r} and {fields.label!r}, or {fields.prompt!r} and "
@@ -174,28 +137,28 @@ def _row_problem(rec: dict, cols: tuple[str, str], n: int) -> str | None:
 
 
 def _parse(path: str, task: str, fields: TextFields, skip_invalid: bool, report_invalid: list[str]) -> TextRows:
-    cols = (fields.text, fields.label) if task == CLASSIFICATION else (fields.prompt, fields.response)
+    cols = (fields.text, fields.label) if task == TEXT_CLASSIFICATION else (fields.prompt, fields.response)
     records, _ = read_rows(path, cols)
-    a, b, rows = [], [], []
+    inputs, targets, rows = [], [], []
     for n, rec in records:
         problem = _row_problem(rec, cols, n)
         if problem:
             report_invalid.append(f"{Path(path).name} {problem}")
             continue
-        a.append(str(rec[cols[0]]))
+        inputs.append(str(rec[cols[0]]))
         label_or_response = str(rec[cols[1]])
-        b.append(label_or_response.strip() if task == CLASSIFICATION else label_or_response)
+        targets.append(label_or_response.strip() if task == TEXT_CLASSIFICATION else label_or_response)
         rows.append(n)
     if report_invalid and not skip_invalid:
         shown = "; ".join(report_invalid[:5]) + (f" and {len(report_invalid) - 5} more" if len(report_invalid) > 5 else "")
         raise DataError("data.path", f"{len(report_invalid)} invalid row(s): {shown} "
                                      "(fix them, or pass --skip-corrupt to skip them)", files=report_invalid)
-    return TextRows(a, b, rows)
+    return TextRows(inputs, targets, rows)
 
 
 def load_text_data(path: str, val_path: str | None, task: str, val_fraction: float, skip_invalid: bool,
                    seed: int, fields: TextFields = TextFields(), classes: list[str] | None = None
-                   ) -> tuple[TextRows, TextRows, TextDataReport]:
+                   ) -> tuple[TextRows, TextRows, DataReport]:
     """Read, validate and split text data. Raises DataError naming the file and row.
 
     Args:
@@ -204,75 +167,47 @@ def load_text_data(path: str, val_path: str | None, task: str, val_fraction: flo
     invalid: list[str] = []
     train = _parse(path, task, fields, skip_invalid, invalid)
     val = _parse(val_path, task, fields, skip_invalid, invalid) if val_path else None
-    total = len(train) + (len(val) if val else 0)
     if len(train) == 0:
         raise DataError("data.path", "no usable rows")
     if val is None:
-        labels = train.b if task == CLASSIFICATION else [""] * len(train)
-        t_idx, v_idx = stratified_split([Sample(str(r), y) for r, y in zip(train.rows, labels)],
-                                        [_hash(x) for x in train.a], val_fraction, seed)
+        labels = train.targets if task == TEXT_CLASSIFICATION else [""] * len(train)
+        t_idx, v_idx = stratified_split(labels, [_hash(x) for x in train.inputs], val_fraction, seed)
         train, val = _subset(train, t_idx), _subset(train, v_idx)
-        split = "stratified" if task == CLASSIFICATION else "random"
+        split = "stratified" if task == TEXT_CLASSIFICATION else "random"
     else:
         split = "given"
     if len(val) == 0:
         raise DataError("data.path", "validation split is empty; add rows or pass --val-data")
-    report = TextDataReport(task=task, rows=total, train_rows=len(train), val_rows=len(val), split=split,
-                            invalid_rows=invalid, skipped_invalid=skip_invalid)
-    if task == CLASSIFICATION:
+    report = DataReport(task, "rows", len(train), len(val), split, invalid=invalid, skipped_invalid=skip_invalid)
+    if task == TEXT_CLASSIFICATION:
         _check_labels(train, val, classes, report)
-    _content_checks(train, val, task, report)
+    val_file = Path(val_path).name if val_path else Path(path).name
+    content_checks(_items(train, task, Path(path).name), _items(val, task, val_file), report)
     return train, val, report
 
 
+def _items(rows: TextRows, task: str, file: str) -> list[Item]:
+    return [Item(f"{file} row {n}", _hash(text), target if task == TEXT_CLASSIFICATION else "")
+            for text, target, n in zip(rows.inputs, rows.targets, rows.rows)]
+
+
 def _subset(rows: TextRows, idx: list[int]) -> TextRows:
-    return TextRows([rows.a[i] for i in idx], [rows.b[i] for i in idx], [rows.rows[i] for i in idx])
+    return TextRows([rows.inputs[i] for i in idx], [rows.targets[i] for i in idx], [rows.rows[i] for i in idx])
 
 
-def _check_labels(train: TextRows, val: TextRows, classes: list[str] | None, report: TextDataReport) -> None:
-    found = sorted(set(train.b))
-    if classes is None:
-        classes = found
-    elif set(found) != set(classes):
-        raise DataError("data.path", f"labels {found} differ from the run being re-tuned {classes}")
-    if len(classes) < 2:
-        raise DataError("data.path", f"need at least 2 labels, found {len(classes)}: {classes}")
-    unknown = sorted(set(val.b) - set(classes))
+def _check_labels(train: TextRows, val: TextRows, classes: list[str] | None, report: DataReport) -> None:
+    classes = label_set(train.targets, classes)
+    unknown = sorted(set(val.targets) - set(classes))
     if unknown:
         raise DataError("data.val_path", f"labels {unknown[:10]} do not occur in the training data")
     report.classes = classes
-    report.train_per_class = dict(sorted(Counter(train.b).items()))
-    report.val_per_class = dict(sorted(Counter(val.b).items()))
-    smallest = min(report.train_per_class.values())
-    if smallest * 10 < max(report.train_per_class.values()):
-        report.warnings.append(f"classes are imbalanced ({smallest} vs {max(report.train_per_class.values())} "
-                               "training rows): watch macro-F1 and per-class recall, not accuracy")
-    for c in classes:
-        if report.val_per_class.get(c, 0) == 0:
-            report.warnings.append(f"label {c!r} has no validation rows")
+    report.train_per_class = dict(sorted(Counter(train.targets).items()))
+    report.val_per_class = dict(sorted(Counter(val.targets).items()))
+    report.warn_imbalance()
+    report.warn_missing_val_classes()
 
 
-def _content_checks(train: TextRows, val: TextRows, task: str, report: TextDataReport) -> None:
-    for split in (train, val):
-        seen: dict[str, tuple[int, str]] = {}
-        for text, other, row in zip(split.a, split.b, split.rows):
-            h = _hash(text)
-            if h in seen:
-                report.duplicates += 1
-                first_row, first_label = seen[h]
-                if task == CLASSIFICATION and first_label != other:
-                    report.conflicting_labels.append(f"rows {first_row} and {row}: {first_label!r} vs {other!r}")
-            else:
-                seen[h] = (row, other)
-    train_hashes = {_hash(t) for t in train.a}
-    report.leakage = sum(_hash(t) in train_hashes for t in val.a)
-    if report.leakage:
-        report.warnings.append(f"{report.leakage} validation row(s) also occur in the training data")
-    if report.conflicting_labels:
-        report.warnings.append(f"{len(report.conflicting_labels)} identical text(s) carry different labels")
-
-
-def add_token_lengths(report: TextDataReport, lengths: list[int], max_length: int) -> None:
+def add_token_lengths(report: DataReport, lengths: list[int], max_length: int) -> None:
     """Record the token-length distribution of the training rows and how many are truncated."""
     arr = np.asarray(lengths) if lengths else np.zeros(1, int)
     truncated = int((arr > max_length).sum())

@@ -1,100 +1,75 @@
-"""Fine-tuning methods: which parameters train, and how a trained model becomes a plain one.
+"""Fine-tuning methods, one file each: which parameters train, and how a trained model becomes plain.
 
-- ``full``: every parameter trains.
-- ``linear_probe``: the backbone is frozen (BatchNorm statistics too); only the head trains.
-- ``lora``: peft LoRA adapters on the architecture's registry targets; the head trains fully.
-- ``ia3`` (text): peft IA3 scaling vectors on the family's attention and feed-forward modules.
-- ``prompt_tuning`` (text): trainable virtual tokens prepended to every input. It cannot be
-  merged into weights: the plain form is ``PromptPrefixed`` (base model + prompt embeddings).
+Every method module has ``apply(model, cfg, targets) -> model to train``. ``Targets`` says where a
+method attaches in one model, read from the model registries (timm architectures, text families).
+Adding a method: a name in ``edgetune.tasks``, a module here with ``apply``, an entry in ``METHODS``
+(and a branch in ``plain_model`` if its result is not a plain model after merging).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
-from peft import IA3Config, LoraConfig, PeftModel, PromptTuningConfig, TaskType, get_peft_model
+from peft import PeftModel, TaskType
 
-from edgetune.trainers.models.image import get_arch, head_name
+from edgetune.tasks import FULL, IA3, LINEAR_PROBE, LORA, PROMPT_TUNING, TEXT_CLASSIFICATION, get_task
 from edgetune.trainers.config import TrainConfig
-from edgetune.trainers.models.text import CLASSIFICATION, TEXT_ARCHITECTURES
+from edgetune.trainers.methods import full, ia3, linear_probe, lora, prompt_tuning
+from edgetune.trainers.models.image import head_name
+from edgetune.trainers.models.registry import get_arch
+from edgetune.trainers.models.registry import TEXT_ARCHITECTURES
+
+METHODS = {FULL: full, LINEAR_PROBE: linear_probe, LORA: lora, IA3: ia3, PROMPT_TUNING: prompt_tuning}
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Where methods attach in one model.
+
+    Attributes:
+        head: classifier head modules (name suffixes, as peft's ``modules_to_save``); they train
+            with every method. Empty for decoders.
+        lora: LoRA target modules: a regex (timm) or name suffixes (transformers).
+        ia3, ia3_feedforward: IA3 scaled modules, and which of them are feed-forward.
+        task_type: peft's ``TaskType`` for transformers ("SEQ_CLS", "CAUSAL_LM"); None for timm.
+        fan_in_fan_out: GPT-2's Conv1D layers store weights transposed.
+    """
+
+    head: tuple[str, ...]
+    lora: str | tuple[str, ...]
+    ia3: tuple[str, ...] = ()
+    ia3_feedforward: tuple[str, ...] = ()
+    task_type: str | None = None
+    fan_in_fan_out: bool = False
+
+    @property
+    def peft_task(self) -> TaskType | None:
+        return TaskType[self.task_type] if self.task_type else None
+
+    def is_head(self, module_name: str) -> bool:
+        return any(module_name == h or module_name.endswith("." + h) for h in self.head)
+
+
+def targets(model: nn.Module, cfg: TrainConfig) -> Targets:
+    if get_task(cfg.task).modality == "image":
+        return Targets((head_name(model),), get_arch(cfg.model.arch).lora_targets)
+    spec = TEXT_ARCHITECTURES[cfg.model.arch]
+    classify = cfg.task == TEXT_CLASSIFICATION
+    return Targets(spec.head if classify else (), spec.lora_targets, spec.ia3_targets, spec.ia3_feedforward,
+                   "SEQ_CLS" if classify else "CAUSAL_LM", spec.model_type == "gpt2")
 
 
 def apply_method(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """Return the model to train (possibly peft-wrapped) with ``requires_grad`` set per method."""
-    head = head_name(model)
-    if cfg.method == "full":
-        model.requires_grad_(True)
-        return model
-    if cfg.method == "linear_probe":
-        model.requires_grad_(False)
-        model.get_submodule(head).requires_grad_(True)
-        return model
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=get_arch(cfg.model.arch).lora_targets, modules_to_save=[head])
-    return get_peft_model(model, lora)
-
-
-def apply_text_method(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """The text counterpart of ``apply_method``: per-family targets; the classifier head trains."""
-    spec = TEXT_ARCHITECTURES[cfg.model.arch]
-    classify = cfg.task == CLASSIFICATION
-    task_type = TaskType.SEQ_CLS if classify else TaskType.CAUSAL_LM
-    heads = list(spec.head) if classify else None
-    if cfg.method == "full":
-        model.requires_grad_(True)
-        return model
-    if cfg.method == "linear_probe":
-        model.requires_grad_(False)
-        for name, module in model.named_modules():
-            if any(name == h or name.endswith("." + h) for h in spec.head):
-                module.requires_grad_(True)
-        return model
-    if cfg.method == "lora":
-        config = LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                            lora_dropout=cfg.lora.dropout, target_modules=list(spec.lora_targets),
-                            modules_to_save=heads, fan_in_fan_out=spec.model_type == "gpt2")
-    elif cfg.method == "ia3":
-        config = IA3Config(task_type=task_type, target_modules=list(spec.ia3_targets),
-                           feedforward_modules=list(spec.ia3_feedforward), modules_to_save=heads,
-                           fan_in_fan_out=spec.model_type == "gpt2")
-    else:
-        config = PromptTuningConfig(task_type=task_type, num_virtual_tokens=cfg.prompt.virtual_tokens,
-                                    modules_to_save=heads)
-    return get_peft_model(model, config)
-
-
-class PromptPrefixed(nn.Module):
-    """A prompt-tuned classifier as a plain module: virtual token embeddings, then the input.
-
-    ``forward(input_ids, attention_mask) -> logits``: the same computation peft runs for prompt
-    tuning (prompts prepended to the word embeddings, attention mask extended with ones).
-    """
-
-    def __init__(self, model: nn.Module, prompt: torch.Tensor):
-        super().__init__()
-        self.model = model
-        self.prompt = nn.Parameter(prompt.detach().clone(), requires_grad=False)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        embeds = self.model.get_input_embeddings()(input_ids)
-        batch = input_ids.shape[0]
-        prompt = self.prompt.to(embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
-        ones = torch.ones(batch, self.prompt.shape[0], dtype=attention_mask.dtype, device=attention_mask.device)
-        return self.model(inputs_embeds=torch.cat([prompt, embeds], 1),
-                          attention_mask=torch.cat([ones, attention_mask], 1)).logits
-
-
-def prompt_embeddings(model: PeftModel) -> torch.Tensor:
-    """The trained virtual token embeddings [num_virtual_tokens, hidden] of a prompt-tuned model."""
-    return model.get_prompt_embedding_to_save(adapter_name="default").detach().float().cpu()
+    """Return the model to train (possibly peft-wrapped) with ``requires_grad`` set per ``cfg.method``."""
+    return METHODS[cfg.method].apply(model, cfg, targets(model, cfg))
 
 
 def set_train_mode(model: nn.Module, method: str) -> None:
     """Train mode, but frozen backbones keep their BatchNorm statistics fixed."""
     model.train()
-    if method != "full":
+    if method != FULL:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
@@ -111,23 +86,10 @@ def plain_model(model: nn.Module) -> nn.Module:
     """A plain model with adapters merged, leaving the training model untouched.
 
     Prompt tuning has nothing to merge: its plain model is the base (with its trained head);
-    the prompt embeddings travel separately (``prompt_embeddings``).
+    the prompt embeddings travel separately (``prompt_tuning.prompt_embeddings``).
     """
     if isinstance(model, PeftModel):
         if model.peft_config["default"].is_prompt_learning:
-            return _with_saved_modules(copy.deepcopy(model))
+            return prompt_tuning.base_with_saved_modules(copy.deepcopy(model))
         return copy.deepcopy(model).merge_and_unload()
     return model
-
-
-def _with_saved_modules(model: PeftModel) -> nn.Module:
-    """The base model of a prompt-learning PeftModel with its trained ``modules_to_save`` swapped in."""
-    from peft.utils import ModulesToSaveWrapper
-
-    base = model.base_model
-    for name, module in list(base.named_modules()):
-        if isinstance(module, ModulesToSaveWrapper):
-            parent_name, _, child = name.rpartition(".")
-            parent = base.get_submodule(parent_name) if parent_name else base
-            setattr(parent, child, module.modules_to_save["default"])
-    return base

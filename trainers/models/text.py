@@ -1,16 +1,16 @@
-"""The explicit registry of text model families, their local weights and their tokenizers.
+"""Text models: the explicit registry of transformers families, building them, and their tokenizers.
 
 A family is a transformers ``model_type``. Base weights are local HF-format directories only
 (``config.json`` + ``model.safetensors`` + tokenizer files; ``trust_remote_code`` is never
 set): the built-in ``all-minilm-l6-v2`` entry, an operator's ``$EDGETUNE_CATALOG`` entry, or a
-directory path. ``weights: random`` builds the family's tiny config and trains a tokenizer on
+directory path (``weights.resolve_weights``). ``weights: random`` builds the family's tiny config and trains a tokenizer on
 the training texts with ``tokenizers``: for tests and smoke runs, never for a real model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -19,116 +19,13 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
 
 from edgetune.integrity import sha256_file
 from edgetune.errors import InvalidArgument, WeightsError
+from edgetune.tasks import TEXT_CLASSIFICATION
+from edgetune.trainers.models.registry import TEXT_ARCHITECTURES
+
+if TYPE_CHECKING:
+    from edgetune.trainers.models.weights import WeightsSource
 
 
-CLASSIFICATION = "text_classification"
-GENERATION = "text_generation"
-
-
-@dataclass(frozen=True)
-class TextArchSpec:
-    """One family of text models.
-
-    Attributes:
-        model_type: the transformers ``model_type`` (config.json) this family covers.
-        tasks: which text tasks it serves (encoders classify, decoders generate).
-        lora_targets: module-name suffixes LoRA adapts (peft ``target_modules``).
-        ia3_targets / ia3_feedforward: IA3 scaled modules, and which of them are feed-forward.
-        head: the classification head modules that train with every method (encoders); names
-            match module-name suffixes, as peft's ``modules_to_save`` does.
-        tokenizer: "wordpiece" or "bpe", for the tiny random-init tokenizer.
-        tiny: the tiny random-init config (tests), vocab size set by the trained tokenizer.
-    """
-
-    model_type: str
-    tasks: tuple[str, ...]
-    lora_targets: tuple[str, ...]
-    ia3_targets: tuple[str, ...]
-    ia3_feedforward: tuple[str, ...]
-    tokenizer: str
-    head: tuple[str, ...] = ("classifier",)
-    tiny: dict = field(default_factory=dict)
-
-
-_ENC_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-             "max_position_embeddings": 256}
-_DEC_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-             "intermediate_size": 64, "max_position_embeddings": 512, "tie_word_embeddings": False}
-
-TEXT_ARCHITECTURES: dict[str, TextArchSpec] = {
-    # BERT covers MiniLM (all-MiniLM-L6-v2 is a BertModel). Its pooler trains with the classifier:
-    # sentence-embedding checkpoints (mean pooling) never trained it, and on SMS spam a frozen
-    # pooler cost LoRA about 1.2 points of macro-F1 (0.968 vs 0.980 after 2 epochs).
-    "bert": TextArchSpec("bert", (CLASSIFICATION,), ("query", "value"),
-                         ("key", "value", "output.dense"), ("output.dense",), "wordpiece",
-                         head=("pooler.dense", "classifier"), tiny=_ENC_TINY),
-    "distilbert": TextArchSpec("distilbert", (CLASSIFICATION,), ("q_lin", "v_lin"), ("k_lin", "v_lin", "lin2"),
-                               ("lin2",), "wordpiece", head=("pre_classifier", "classifier"),
-                               tiny={"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
-                                     "max_position_embeddings": 256}),
-    "roberta": TextArchSpec("roberta", (CLASSIFICATION,), ("query", "value"),
-                            ("key", "value", "output.dense"), ("output.dense",), "bpe",
-                            tiny={**_ENC_TINY, "max_position_embeddings": 258}),
-    "gpt2": TextArchSpec("gpt2", (GENERATION,), ("c_attn",), ("c_attn", "mlp.c_proj"), ("mlp.c_proj",), "bpe",
-                         tiny={"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 512}),
-    "llama": TextArchSpec("llama", (GENERATION,), ("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"),
-                          ("down_proj",), "bpe", tiny=_DEC_TINY),
-    "qwen2": TextArchSpec("qwen2", (GENERATION,), ("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"),
-                          ("down_proj",), "bpe", tiny=_DEC_TINY),
-}
-DEFAULT_TEXT_ARCH = {CLASSIFICATION: "bert", GENERATION: "llama"}
-
-
-def get_text_arch(name: str, task: str) -> TextArchSpec:
-    spec = TEXT_ARCHITECTURES.get(name)
-    if spec is None:
-        raise InvalidArgument("model.arch", f"unknown text architecture {name!r}; choose one of "
-                                            f"{', '.join(TEXT_ARCHITECTURES)}")
-    if task not in spec.tasks:
-        ok = [n for n, s in TEXT_ARCHITECTURES.items() if task in s.tasks]
-        raise InvalidArgument("model.arch", f"{name} does not serve {task}; use one of {', '.join(ok)}")
-    return spec
-
-
-@dataclass(frozen=True)
-class TextWeights:
-    """A resolved text weights choice: an HF directory, or random init."""
-
-    kind: str  # "catalog" | "dir" | "random"
-    name: str
-    path: str | None = None
-
-    def describe(self) -> str:
-        return "random init (tiny config, tokenizer trained on the data)" if self.kind == "random" \
-            else f"{self.kind} {self.name} ({self.path})"
-
-
-def resolve_text_weights(arch: str, weights: str) -> TextWeights:
-    """``model.weights`` for text: "catalog", "random", a catalog entry name, or an HF directory."""
-    from edgetune.trainers.models.catalog import find_entry
-
-    if weights == "random":
-        return TextWeights("random", "random")
-    found = find_entry(arch, weights)
-    if found is None:
-        return TextWeights("dir", weights, str(_check_hf_dir(Path(weights), arch)))
-    entry, path = found
-    return TextWeights("catalog", entry.name, str(_check_hf_dir(path, arch)))
-
-
-def _check_hf_dir(p: Path, arch: str) -> Path:
-    import json
-
-    if not p.is_dir() or not (p / "config.json").is_file():
-        raise WeightsError(str(p), "text weights must be a local HF directory with config.json")
-    if not (p / "model.safetensors").is_file():
-        raise WeightsError(str(p), "directory holds no model.safetensors (only safetensors are loaded)")
-    if not (p / "tokenizer.json").is_file():
-        raise WeightsError(str(p), "directory holds no tokenizer.json (a fast tokenizer is required)")
-    model_type = json.loads((p / "config.json").read_text()).get("model_type")
-    if model_type != TEXT_ARCHITECTURES[arch].model_type:
-        raise WeightsError(str(p), f"config.json is model_type {model_type!r}, not {arch!r}")
-    return p
 
 
 def train_tokenizer(arch: str, texts: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
@@ -149,7 +46,7 @@ def train_tokenizer(arch: str, texts: list[str], vocab_size: int = 512) -> PreTr
             ("[CLS]", cls), ("[SEP]", sep)])
         return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    encoder = CLASSIFICATION in spec.tasks
+    encoder = TEXT_CLASSIFICATION in spec.tasks
     specials = ["<pad>", "<s>", "</s>", "<unk>"] + (["<mask>"] if encoder else [])
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -206,7 +103,7 @@ def _tiny_config(arch: str, tokenizer) -> object:
     return AutoConfig.for_model(spec.model_type, vocab_size=len(tokenizer), **spec.tiny, **ids)
 
 
-def create_text_model(task: str, arch: str, source: TextWeights, num_labels: int, seed: int,
+def create_text_model(task: str, arch: str, source: WeightsSource, num_labels: int, seed: int,
                       train_texts: list[str], tokenizer: PreTrainedTokenizerFast | None = None
                       ) -> tuple[nn.Module, PreTrainedTokenizerFast, dict]:
     """Build the model to fine-tune and its tokenizer; returns (model, tokenizer, weights report).
@@ -215,8 +112,8 @@ def create_text_model(task: str, arch: str, source: TextWeights, num_labels: int
         tokenizer: a resumed run's saved tokenizer, used instead of training or loading one, so a
             resumed run keeps tokenizing exactly as it started (and as its bundle will).
     """
-    auto = AutoModelForSequenceClassification if task == CLASSIFICATION else AutoModelForCausalLM
-    kwargs = {"num_labels": num_labels} if task == CLASSIFICATION else {}
+    auto = auto_class(task)
+    kwargs = {"num_labels": num_labels} if task == TEXT_CLASSIFICATION else {}
     torch.manual_seed(seed)
     if source.kind == "random":
         tokenizer = tokenizer or train_tokenizer(arch, train_texts)
@@ -257,3 +154,25 @@ def check_positions(model: nn.Module, max_length: int, virtual_tokens: int = 0) 
         extra = f" + {virtual_tokens} virtual tokens" if virtual_tokens else ""
         raise InvalidArgument("data.max_length", f"{max_length}{extra} exceeds the model's {limit} positions")
     return limit
+
+
+def auto_class(task: str):
+    return AutoModelForSequenceClassification if task == TEXT_CLASSIFICATION else AutoModelForCausalLM
+
+
+def build_hf_model(meta: dict) -> nn.Module:
+    """An untrained model with a run's exact HF config (``model.json``); the caller loads weights."""
+    cfg = dict(meta["hf_config"])
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    return auto_class(meta["task"]).from_config(config, dtype=torch.float32)
+
+
+class ClassifierLogits(nn.Module):
+    """``forward(input_ids, attention_mask) -> logits`` over an HF (or peft) classifier."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits

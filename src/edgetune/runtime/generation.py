@@ -19,9 +19,8 @@ import numpy as np
 
 from edgetune.errors import InvalidArgument
 
-from .manifest import expect_task, verify_bundle
+from .manifest import BundleModel
 from .prompting import encode_prompt
-from .sessions import create_session
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -176,20 +175,20 @@ class OrtGenerator:
         return list(self.stream(prompt_ids, max_new_tokens, eos_token_id, use_cache))
 
 
-class TextGenerator:
+class TextGenerator(BundleModel):
     """Loads a valid text generation bundle (hashes verified) and streams greedy completions.
 
     The prompt is wrapped as the manifest's ``prompt_format`` says, tokenized with the bundle's
     tokenizer, and decoded incrementally with the KV cache in ONNX Runtime.
     """
 
+    task = TASK
+
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
                  spinning: bool = True):
         from tokenizers import Tokenizer
 
-        self.dir = Path(bundle_dir)
-        self.manifest = verify_bundle(self.dir)
-        expect_task(self.manifest, bundle_dir, TASK)
+        super().__init__(bundle_dir, device, threads, spinning)
         gen = self.manifest["generation"]
         self.eos_token_id = gen["eos_token_id"]
         self.max_new_tokens = int(gen["max_new_tokens"])
@@ -203,8 +202,7 @@ class TextGenerator:
 
             arrays = load_file(str(self.dir / gen["prompt_past"]))
             past = [arrays[f"past.{i}"] for i in range(len(arrays))]
-        session = create_session(self.dir / "model.onnx", device, threads, spinning)
-        self.generator = OrtGenerator(session, DecoderIO.from_dict(gen["decoder_io"]), past)
+        self.generator = OrtGenerator(self.session, DecoderIO.from_dict(gen["decoder_io"]), past)
         self.reserved_positions = past[0].shape[2] if past else 0  # prompt tuning's virtual tokens
 
     def prompt_ids(self, prompt: str) -> list[int]:

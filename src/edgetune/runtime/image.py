@@ -9,24 +9,21 @@ import numpy as np
 from edgetune.errors import InvalidArgument, NotFound
 
 from .imaging import Preprocessing, decode_rgb, load_rgb, normalize, resize_uint8
-from .manifest import expect_task, verify_bundle
+from .manifest import BundleModel
 from .scores import Prediction, check_top_k, top_labels
-from .sessions import create_session
 
 TASK = "image_classification"
 
 
-class ImagePredictor:
+class ImagePredictor(BundleModel):
     """Loads a valid image bundle (hashes verified) and classifies image files or encoded images."""
+
+    task = TASK
 
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
                  spinning: bool = True):
-        self.dir = Path(bundle_dir)
-        self.manifest = verify_bundle(self.dir)
-        expect_task(self.manifest, bundle_dir, TASK)
-        self.labels: list[str] = self.manifest["labels"]
+        super().__init__(bundle_dir, device, threads, spinning)
         self.preprocessing = Preprocessing.from_dict(self.manifest["preprocessing"])
-        self.session = create_session(self.dir / "model.onnx", device, threads, spinning)
         self.input_name = self.manifest["inputs"][0]["name"]
 
     def logits(self, batch: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ from pathlib import Path
 from edgetune.errors import InvalidArgument, NotFound
 from edgetune.integrity import sha256_file
 
+from .sessions import create_session
+
 BUNDLE_FORMAT = "edgetune.bundle/v1"
 
 
@@ -48,3 +50,17 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
 def expect_task(manifest: dict, bundle_dir: str | Path, task: str) -> None:
     if manifest.get("task") != task:
         raise InvalidArgument("bundle", f"{bundle_dir} is a {manifest.get('task')} bundle, not {task}")
+
+
+class BundleModel:
+    """A verified bundle of the subclass's ``task``, with its labels and a warm ONNX Runtime session."""
+
+    task: str
+
+    def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
+                 spinning: bool = True):
+        self.dir = Path(bundle_dir)
+        self.manifest = verify_bundle(self.dir)
+        expect_task(self.manifest, bundle_dir, self.task)
+        self.labels: list[str] = list(self.manifest.get("labels") or [])
+        self.session = create_session(self.dir / "model.onnx", device, threads, spinning)

@@ -6,16 +6,14 @@ or transformers. The export's parity gate tokenizes its held-out rows through th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgetune.errors import InvalidArgument
 
-from .manifest import expect_task, verify_bundle
+from .manifest import BundleModel
 from .scores import Prediction, check_top_k, top_labels
-from .sessions import create_session
 
 TASK = "text_classification"
 
@@ -56,17 +54,15 @@ def tokenization_of(tokenizer, max_length: int) -> dict:
             "special_tokens": {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}}
 
 
-class TextPredictor:
+class TextPredictor(BundleModel):
     """Loads a valid text classification bundle (hashes verified) and classifies texts."""
+
+    task = TASK
 
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
                  spinning: bool = True):
-        self.dir = Path(bundle_dir)
-        self.manifest = verify_bundle(self.dir)
-        expect_task(self.manifest, bundle_dir, TASK)
-        self.labels: list[str] = self.manifest["labels"]
+        super().__init__(bundle_dir, device, threads, spinning)
         self.encoder = TextEncoder(self.dir, self.manifest["tokenization"])
-        self.session = create_session(self.dir / "model.onnx", device, threads, spinning)
 
     def logits(self, texts: list[str]) -> np.ndarray:
         return self.session.run(None, self.encoder.encode(texts))[0]

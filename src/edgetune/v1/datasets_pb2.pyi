@@ -27,16 +27,25 @@ DATASET_FORMAT_CSV: DatasetFormat
 DATASET_FORMAT_TSV: DatasetFormat
 
 class UploadHeader(_message.Message):
-    __slots__ = ("name", "format", "total_size", "sha256")
+    __slots__ = ("name", "format", "total_size", "sha256", "columns")
+    class ColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     name: str
     format: DatasetFormat
     total_size: int
     sha256: str
-    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    columns: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., columns: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class UploadDatasetRequest(_message.Message):
     __slots__ = ("header", "chunk")

@@ -18,8 +18,8 @@ from edgetune.errors import (AlreadyExists, DataError, EdgetuneError, FailedPrec
 from edgetune.v1 import (datasets_pb2, datasets_pb2_grpc, exports_pb2, exports_pb2_grpc, inference_pb2,
                          inference_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2, models_pb2_grpc)
 
-from . import convert
-from .service import EdgetuneService, ServerConfig
+from edgetune.server.service import EdgetuneService, ServerConfig
+from edgetune.server.transport import convert
 
 log = logging.getLogger("edgetune.server")
 MAX_MESSAGE = 8 * 1024 * 1024
@@ -94,7 +94,7 @@ class DatasetsServicer(datasets_pb2_grpc.DatasetsServicer):
         fmt = convert.FORMATS.get(h.format)
         if fmt is None:
             raise InvalidArgument("header.format", "must be DATASET_FORMAT_ZIP or DATASET_FORMAT_TAR_GZ")
-        upload = self.s.begin_upload(h.name, fmt, h.total_size, h.sha256)
+        upload = self.s.datasets.begin_upload(h.name, fmt, h.total_size, h.sha256, dict(h.columns))
         try:
             for msg in request_iterator:
                 if msg.HasField("header"):
@@ -106,14 +106,14 @@ class DatasetsServicer(datasets_pb2_grpc.DatasetsServicer):
             raise
 
     def GetDataset(self, request, context):
-        return convert.dataset(self.s.get_dataset(request.dataset_id))
+        return convert.dataset(self.s.datasets.get(request.dataset_id))
 
     def ListDatasets(self, request, context):
-        rows, token = self.s.list_datasets(request.page_size, request.page_token)
+        rows, token = self.s.datasets.list(request.page_size, request.page_token)
         return datasets_pb2.ListDatasetsResponse(datasets=[convert.dataset(r) for r in rows], next_page_token=token)
 
     def DeleteDataset(self, request, context):
-        self.s.delete_dataset(request.dataset_id)
+        self.s.datasets.delete(request.dataset_id)
         return datasets_pb2.DeleteDatasetResponse()
 
 
@@ -122,20 +122,20 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
         self.s = service
 
     def CreateJob(self, request, context):
-        return convert.job(self.s.create_job(convert.job_request(request), request.idempotency_key))
+        return convert.job(self.s.jobs.create(convert.job_request(request), request.idempotency_key))
 
     def GetJob(self, request, context):
-        return convert.job(self.s.get_job(request.job_id))
+        return convert.job(self.s.jobs.get(request.job_id))
 
     def ListJobs(self, request, context):
-        rows, token = self.s.list_jobs(convert.state_filter(request.state), request.page_size, request.page_token)
+        rows, token = self.s.jobs.list(convert.state_filter(request.state), request.page_size, request.page_token)
         return jobs_pb2.ListJobsResponse(jobs=[convert.job(r) for r in rows], next_page_token=token)
 
     def CancelJob(self, request, context):
-        return convert.job(self.s.cancel_job(request.job_id))
+        return convert.job(self.s.jobs.cancel(request.job_id))
 
     def WatchJob(self, request, context):
-        for e in self.s.watch_job(request.job_id, request.after_event_id, context.is_active):
+        for e in self.s.jobs.watch(request.job_id, request.after_event_id, context.is_active):
             yield convert.event(e)
 
 
@@ -152,18 +152,18 @@ class ExportsServicer(exports_pb2_grpc.ExportsServicer):
         self.s = service
 
     def ExportModel(self, request, context):
-        return convert.export(self.s.export_model(request.job_id, request.atol or None, request.rtol or None,
+        return convert.export(self.s.exports.create(request.job_id, request.atol or None, request.rtol or None,
                                                   request.allow_degenerate))
 
     def GetExport(self, request, context):
-        return convert.export(self.s.get_export(request.export_id))
+        return convert.export(self.s.exports.get(request.export_id))
 
     def ListExports(self, request, context):
-        rows, token = self.s.list_exports(request.job_id, request.page_size, request.page_token)
+        rows, token = self.s.exports.list(request.job_id, request.page_size, request.page_token)
         return exports_pb2.ListExportsResponse(exports=[convert.export(r) for r in rows], next_page_token=token)
 
     def DownloadArtifact(self, request, context):
-        for data, offset, digest in self.s.artifact_chunks(request.export_id):
+        for data, offset, digest in self.s.exports.artifact_chunks(request.export_id):
             yield exports_pb2.ArtifactChunk(data=data, offset=offset, sha256=digest)
 
 
@@ -172,13 +172,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.s = service
 
     def Predict(self, request, context):
-        results = self.s.predict(request.export_id, list(request.images), request.top_k, list(request.texts))
+        results = self.s.inference.predict(request.export_id, list(request.images), request.top_k, list(request.texts))
         return inference_pb2.PredictResponse(results=[
             inference_pb2.Classification(top=[inference_pb2.LabelScore(label=lab, score=s) for lab, s in r])
             for r in results])
 
     def Generate(self, request, context):
-        pieces = self.s.generate(request.export_id, request.prompt, request.max_new_tokens)
+        pieces = self.s.inference.generate(request.export_id, request.prompt, request.max_new_tokens)
         for index, (token, text) in enumerate(pieces):
             yield inference_pb2.GenerateResponse(index=index, token_id=token, text=text)
 

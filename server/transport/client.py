@@ -57,9 +57,11 @@ class EdgetuneClient:
                 raise TimeoutError("server not SERVING")
             time.sleep(0.2)
 
-    def upload_dataset(self, path: str | Path, name: str | None = None, timeout: float = 600) -> datasets_pb2.Dataset:
+    def upload_dataset(self, path: str | Path, name: str | None = None, timeout: float = 600,
+                       columns: dict[str, str] | None = None) -> datasets_pb2.Dataset:
         """Upload an ImageFolder directory (zipped on the fly), a .zip / .tar.gz of one, or a
-        .jsonl / .csv / .tsv file of text rows."""
+        .jsonl / .csv / .tsv file of text rows (``columns`` maps "text", "label", "prompt" or
+        "response" to the file's own column names)."""
         path = Path(path)
         with tempfile.TemporaryDirectory() as tmp:
             if path.suffix.lower() in TEXT_FORMATS:
@@ -70,7 +72,7 @@ class EdgetuneClient:
                 fmt = datasets_pb2.DATASET_FORMAT_ZIP if archive.suffix == ".zip" else datasets_pb2.DATASET_FORMAT_TAR_GZ
             data = archive.read_bytes()
         header = datasets_pb2.UploadHeader(name=name or path.name, format=fmt, total_size=len(data),
-                                           sha256=hashlib.sha256(data).hexdigest())
+                                           sha256=hashlib.sha256(data).hexdigest(), columns=columns or {})
         return self.upload_bytes(header, data, timeout)
 
     def upload_bytes(self, header: datasets_pb2.UploadHeader, data: bytes, timeout: float = 600):

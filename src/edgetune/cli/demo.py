@@ -21,12 +21,14 @@ from edgetune.export.parity import parity_line
 from edgetune.runtime.sessions import create_session
 from edgetune.export.latency import measure_latency
 from edgetune.progress import LogLine, ProgressSink
-from edgetune.trainers.run import load_run_model
+from edgetune.trainers.run import load_run
+from edgetune.cli.remote import job_event
+from edgetune.progress import format_duration
 from edgetune.v1 import jobs_pb2
 
-from .client import EdgetuneClient
-from .grpc_app import RunningServer
-from .service import EdgetuneService, ServerConfig
+from edgetune.server.service import EdgetuneService, ServerConfig
+from edgetune.server.transport.client import EdgetuneClient
+from edgetune.server.transport.grpc_app import RunningServer
 
 
 def _prepare(workdir: Path) -> None:
@@ -39,25 +41,9 @@ def _prepare(workdir: Path) -> None:
     marker.touch()
 
 
-def _show(event, progress: ProgressSink) -> None:
-    kind = event.WhichOneof("kind")
-    if kind == "state":
-        progress(LogLine(f"job state: {jobs_pb2.JobState.Name(event.state).removeprefix('JOB_STATE_')}"))
-    elif kind == "epoch":
-        m = event.epoch
-        progress(LogLine(f"epoch {m.epoch}: train_loss {m.train_loss:.4f} val_loss {m.val_loss:.4f} "
-                         f"val_accuracy {m.val_accuracy:.4f} val_macro_f1 {m.val_macro_f1:.4f} ({m.seconds:.1f}s)"))
-    elif kind == "step":
-        s = event.step
-        progress(LogLine(f"  epoch {s.epoch}/{s.epochs} step {s.step}/{s.steps} loss {s.loss:.4f} "
-                         f"ETA {s.eta_seconds:.0f}s"))
-    elif kind == "log" and not event.log.startswith("run:"):
-        progress(LogLine(event.log))
-
-
 def _latency(run_dir: str, model_path: str) -> tuple[float, float]:
     """Batch-1 eager vs ONNX Runtime on a held-out image (CPU), side by side."""
-    model = load_run_model(run_dir)
+    model = load_run(run_dir)
     lat = measure_latency(model.model, create_session(model_path, "cpu"),
                           held_out_inputs(Path(run_dir), model.preprocessing)[:1])
     return lat.eager_ms, lat.ort_ms
@@ -84,16 +70,20 @@ def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image
         job = client.create_job(ds.id, "efficientnet_lite0", "full", "catalog", epochs=epochs, image_size=image_size)
         progress(LogLine(f"created {job.id}: efficientnet_lite0 (ImageNet weights from the local catalog), full"))
         for event in client.watch(job.id):
-            _show(event, progress)
+            if event.WhichOneof("kind") != "log" or not event.log.startswith("run:"):
+                progress(job_event(event, epochs))
         job = client.get_job(job.id)
         if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
             raise RuntimeError(f"job {job.id} ended {jobs_pb2.JobState.Name(job.state)}: {job.error}")
+        progress(LogLine(f"job {job.id} succeeded: best epoch {job.best.epoch}, val macro-F1 "
+                         f"{job.best.val_macro_f1:.4f}; exporting to ONNX and checking parity with PyTorch"))
         exp = client.export(job.id)
         parity = MessageToDict(exp.parity, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         parity["top1_agreement"] = exp.parity.top1_agreement if exp.parity.top1_compared else None
         if not exp.valid:
             raise RuntimeError(f"export {exp.id} failed its parity gate: {exp.error}")
         bundle = client.download(exp.id, workdir / "bundles")
+        progress(LogLine(f"export {exp.id} valid; bundle downloaded to {bundle}; predicting over gRPC"))
 
         run_dir = data_dir / "jobs" / job.id / "run"  # the demo shares the server's disk
         held = held_out_paths(run_dir)  # validation images the model never trained on
@@ -110,9 +100,10 @@ def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image
     finally:
         client.close()
         server.stop(5)
+    progress(LogLine("measuring batch-1 latency, PyTorch eager vs ONNX Runtime, in a fresh process"))
     # In a fresh process: this one's thread pools (gRPC, ONNX Runtime, torch from the export) would
     # otherwise slow eager PyTorch down several-fold and flatter the comparison.
-    code = ("import json, sys; from edgetune.server.demo import _latency; "
+    code = ("import json, sys; from edgetune.cli.demo import _latency; "
             "print(json.dumps(_latency(sys.argv[1], sys.argv[2])))")
     out = subprocess.run([sys.executable, "-c", code, str(run_dir), str(bundle / "model.onnx")],
                          capture_output=True, text=True, check=True).stdout
@@ -127,7 +118,7 @@ def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image
     for path, r in zip(samples, results):
         lines.append(f"predict {Path(path).parent.name}/{Path(path).name}: "
                      + ", ".join(f"{t.label} {t.score:.3f}" for t in r.top))
-    lines.append(f"bundle: {bundle}  (total {total:.0f}s)")
+    lines.append(f"bundle: {bundle}  (total {format_duration(total)})")
     progress(LogLine("\n".join(lines)))
     return {"accuracy": job.best.val_accuracy, "macro_f1": job.best.val_macro_f1, "parity": parity,
             "eager_ms": eager_ms, "ort_ms": ort_ms, "seconds": total, "bundle": str(bundle)}

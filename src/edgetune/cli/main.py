@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
-from edgetune.errors import EdgetuneError
+from edgetune.errors import EdgetuneError, NotFound
+from edgetune.tasks import DEVICES, IMAGE_CLASSIFICATION, TASKS, TEXT_CLASSIFICATION, TEXT_GENERATION
 
 # CLI flag -> dotted config field; everything else goes through --set.
 _FLAG_FIELDS = {
@@ -24,12 +27,13 @@ _FLAG_FIELDS = {
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgetune", description="Fine-tune models and export verified ONNX bundles.")
+    p.add_argument("--verbose", action="store_true", help="show third-party warnings, load reports and progress bars")
     sub = p.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="fine-tune a model").add_subparsers(dest="task", required=True)
     img = train.add_parser("image", help="fine-tune a timm image classifier")
     img.add_argument("--data", help="ImageFolder dir, .zip/.tar.gz of one, or CSV manifest (path,label)")
-    _common_train_args(img, ["full", "linear_probe", "lora"], "a weights file/dir")
+    _common_train_args(img, IMAGE_CLASSIFICATION, "a weights file/dir")
     img.add_argument("--image-size", type=int)
     img.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images instead of failing")
     img.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
@@ -38,14 +42,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="classification (default): (text, label) rows on an encoder; generation: "
                           "(prompt, response) rows on a decoder")
     txt.add_argument("--data", help=".jsonl, .csv or .tsv file of (text, label) or (prompt, response) rows")
-    _common_train_args(txt, ["full", "linear_probe", "lora", "ia3", "prompt_tuning"], "a local HF directory")
+    _common_train_args(txt, TEXT_CLASSIFICATION, "a local HF directory")
     txt.add_argument("--max-length", type=int, help="tokens per example (default 128)")
     txt.add_argument("--skip-corrupt", action="store_true", help="skip invalid rows instead of failing")
 
     exp = sub.add_parser("export", help="export a run to a verified ONNX bundle")
     exp.add_argument("run")
     exp.add_argument("--out", required=True, help="bundle directory to create")
-    exp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    exp.add_argument("--device", default="auto", choices=DEVICES)
     exp.add_argument("--force", action="store_true", help="replace an existing bundle")
     exp.add_argument("--atol", type=float, help="parity tolerance, absolute part (default: the task's, see "
                                                 "export/specs.py); per output |ort - torch| <= atol + rtol*|torch|")
@@ -60,14 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("inputs", nargs="+", metavar="INPUT",
                       help="image files; or texts for a text bundle ('-' reads one text per line from stdin)")
     pred.add_argument("--top-k", type=int, default=5)
-    pred.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    pred.add_argument("--device", default="auto", choices=DEVICES)
     pred.add_argument("--json", action="store_true", help="print JSON lines")
 
     gen = sub.add_parser("generate", help="complete a prompt with a text generation bundle in ONNX Runtime")
     gen.add_argument("bundle")
     gen.add_argument("prompt")
     gen.add_argument("--max-new-tokens", type=int, help="default: the bundle's")
-    gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    gen.add_argument("--device", default="auto", choices=DEVICES)
 
     sub.add_parser("models", help="list architectures and the local base weights for each")
 
@@ -75,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     digits = data.add_parser("digits", help="write scikit-learn's digits as an ImageFolder")
     digits.add_argument("out")
 
-    from edgetune.server.cli import add_parsers
+    from edgetune.cli.remote import add_parsers
 
     add_parsers(sub)
 
@@ -86,10 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _common_train_args(p: argparse.ArgumentParser, methods: list[str], weights_path: str) -> None:
+def _common_train_args(p: argparse.ArgumentParser, task: str, weights_path: str) -> None:
+    methods = TASKS[task].methods if task == IMAGE_CLASSIFICATION else tuple(
+        dict.fromkeys(TASKS[TEXT_CLASSIFICATION].methods + TASKS[TEXT_GENERATION].methods))
+    defaults = {m: d["epochs"] for m, d in TASKS[task].method_defaults.items()}
     p.add_argument("--val-data", help="explicit validation set (default: stratified split of --data)")
     p.add_argument("--model", help="architecture (see `edgetune models`)")
-    p.add_argument("--method", choices=methods)
+    p.add_argument("--method", choices=methods, help="default: full")
     p.add_argument("--weights", help=f"catalog (default), random, a catalog entry name, or {weights_path}")
     p.add_argument("--init-from", help="re-tune an earlier run (same labels)")
     p.add_argument("--out", help="run directory to create")
@@ -97,16 +104,17 @@ def _common_train_args(p: argparse.ArgumentParser, methods: list[str], weights_p
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set optim.label_smoothing=0.0")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="default: the method's ("
+                   + ", ".join(f"{m} {e}" for m, e in defaults.items()) + ")")
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--optimizer", choices=["adamw", "sgd"])
     p.add_argument("--patience", type=int, help="early stopping patience in epochs (0 = off)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", choices=DEVICES)
 
 
-_TEXT_TASKS = {"classification": "text_classification", "generation": "text_generation"}
+_TEXT_TASKS = {"classification": TEXT_CLASSIFICATION, "generation": TEXT_GENERATION}
 
 
 def _yaml_task(path: str | None) -> str | None:
@@ -122,40 +130,52 @@ def _yaml_task(path: str | None) -> str | None:
 def _train(args) -> int:
     from edgetune.progress import TerminalProgress
     from edgetune.trainers.config import load_config
-    from edgetune.trainers.train import read_run_config, train
 
-    progress = TerminalProgress()
     if args.resume:
-        result = train(read_run_config(args.resume), args.resume, progress, resume=True)
-    else:
-        for name in ("data", "out"):
-            if not getattr(args, name) and not args.config:
-                raise EdgetuneError(f"--{name}", "is required (or use --resume RUN)")
-        if not args.out:
-            raise EdgetuneError("--out", "is required")
-        overrides = {f: getattr(args, a) for a, f in _FLAG_FIELDS.items() if getattr(args, a, None) is not None}
-        if args.task == "image":
-            overrides["task"] = "image_classification"
-        elif args.text_task or _yaml_task(args.config) not in _TEXT_TASKS.values():
-            overrides["task"] = _TEXT_TASKS[args.text_task or "classification"]  # else the YAML's text task
-        if args.skip_corrupt:
-            overrides["data.skip_corrupt"] = True
-        if getattr(args, "no_augment", False):
-            overrides["data.augment"] = False
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise EdgetuneError("--set", f"expected SECTION.FIELD=VALUE, got {item!r}")
-            overrides[key.strip()] = value.strip()
-        cfg = load_config(args.config, overrides)
-        if not cfg.data.path:
-            raise EdgetuneError("data.path", "is required (--data)")
-        result = train(cfg, args.out, progress)
-    print(result.summary())
+        if not Path(args.resume).is_dir():
+            raise NotFound(args.resume, "no such run directory")
+        from edgetune.trainers.train import read_run_config, train
+
+        result = train(read_run_config(args.resume), args.resume, TerminalProgress(), resume=True)
+        print(result.summary())
+        return 0
+    for name in ("data", "out"):
+        if not getattr(args, name) and not args.config:
+            raise EdgetuneError(f"--{name}", "is required (or use --resume RUN)")
+    if not args.out:
+        raise EdgetuneError("--out", "is required")
+    cfg = load_config(args.config, _overrides(args))
+    if not cfg.data.path:
+        raise EdgetuneError("data.path", "is required (--data)")
+    cfg.check_paths()  # before torch loads: a wrong path answers at once
+    from edgetune.trainers.train import train
+
+    print(train(cfg, args.out, TerminalProgress()).summary())
     return 0
 
 
+def _overrides(args) -> dict:
+    """Flags, the task, and ``--set`` items as dotted config fields."""
+    overrides = {f: getattr(args, a) for a, f in _FLAG_FIELDS.items() if getattr(args, a, None) is not None}
+    if args.task == "image":
+        overrides["task"] = IMAGE_CLASSIFICATION
+    elif args.text_task or _yaml_task(args.config) not in _TEXT_TASKS.values():
+        overrides["task"] = _TEXT_TASKS[args.text_task or "classification"]  # else the YAML's text task
+    if args.skip_corrupt:
+        overrides["data.skip_corrupt"] = True
+    if getattr(args, "no_augment", False):
+        overrides["data.augment"] = False
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise EdgetuneError("--set", f"expected SECTION.FIELD=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
 def _export(args) -> int:
+    if not Path(args.run).is_dir():
+        raise NotFound(args.run, "no such run directory")
     from edgetune.export.bundle import export_bundle
     from edgetune.export.parity import parity_line
     from edgetune.progress import TerminalProgress
@@ -211,7 +231,7 @@ def _models(args) -> int:
 
 
 def _demo(args) -> int:
-    from edgetune.server.demo import run_demo
+    from edgetune.cli.demo import run_demo
     from edgetune.progress import TerminalProgress
 
     run_demo(args.workdir, TerminalProgress(sys.stdout), epochs=args.epochs)
@@ -220,8 +240,10 @@ def _demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from edgetune.server.cli import run_remote, run_serve
+    from edgetune.cli.remote import run_remote, run_serve
+    from edgetune.quiet import quiet_libraries
 
+    quiet_libraries(args.verbose)
     handlers = {"train": _train, "export": _export, "predict": _predict, "generate": _generate, "models": _models,
                 "demo": _demo,
                 "data": lambda a: _digits(a), "serve": run_serve, "remote": run_remote}
@@ -233,12 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgetune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `edgetune remote watch JOB | head -1`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 def _digits(args) -> int:
     from edgetune.trainers.data.digits import write_digits_imagefolder
 
-    print(write_digits_imagefolder(args.out))
+    out = write_digits_imagefolder(args.out)
+    counts = {d.name: len(list(d.glob("*.png"))) for d in sorted(out.iterdir()) if d.is_dir()}
+    print(f"wrote {sum(counts.values())} images in {len(counts)} classes to {out} "
+          f"({min(counts.values())}-{max(counts.values())} per class)")
     return 0
 
 

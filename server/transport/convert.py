@@ -5,13 +5,12 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from edgetune.errors import InvalidArgument
-from edgetune.trainers.config import TASK_METHODS
+from edgetune import tasks
 from edgetune.v1 import datasets_pb2, exports_pb2, jobs_pb2, models_pb2
 
-TASKS = {jobs_pb2.TASK_IMAGE_CLASSIFICATION: "image_classification",
-         jobs_pb2.TASK_TEXT_CLASSIFICATION: "text_classification", jobs_pb2.TASK_TEXT_GENERATION: "text_generation"}
-METHODS = {jobs_pb2.METHOD_FULL: "full", jobs_pb2.METHOD_LINEAR_PROBE: "linear_probe", jobs_pb2.METHOD_LORA: "lora",
-           jobs_pb2.METHOD_IA3: "ia3", jobs_pb2.METHOD_PROMPT_TUNING: "prompt_tuning"}
+# Enum values follow the names in edgetune.tasks: "text_classification" <-> TASK_TEXT_CLASSIFICATION.
+TASKS = {jobs_pb2.Task.Value(f"TASK_{name.upper()}"): name for name in tasks.TASKS}
+METHODS = {jobs_pb2.Method.Value(f"METHOD_{name.upper()}"): name for name in tasks.METHODS}
 STATES = {jobs_pb2.JOB_STATE_QUEUED: "QUEUED", jobs_pb2.JOB_STATE_RUNNING: "RUNNING",
           jobs_pb2.JOB_STATE_SUCCEEDED: "SUCCEEDED", jobs_pb2.JOB_STATE_FAILED: "FAILED",
           jobs_pb2.JOB_STATE_CANCELLED: "CANCELLED"}
@@ -100,7 +99,7 @@ def dataset(row: dict) -> datasets_pb2.Dataset:
         classes=[datasets_pb2.ClassCount(**c) for c in rep["classes"]], split=rep["split"],
         corrupt_files=rep["corrupt_files"], duplicate_groups=rep["duplicate_groups"],
         leaked_images=rep["leaked_images"], warnings=rep["warnings"],
-        task=_INV["task"][rep.get("task", "image_classification")], rows=rep.get("rows", 0))
+        task=_INV["task"][rep.get("task", tasks.IMAGE_CLASSIFICATION)], rows=rep.get("rows", 0))
     return datasets_pb2.Dataset(id=row["id"], name=row["name"], format=_INV["format"][row["format"]],
                                 size_bytes=row["size_bytes"], sha256=row["sha256"],
                                 create_time=ts(row["create_time"]), report=report)
@@ -139,5 +138,5 @@ def parity_report(parity: dict) -> exports_pb2.ParityReport:
 
 def base_model(row: dict) -> models_pb2.BaseModel:
     return models_pb2.BaseModel(arch=row["arch"], family=row["family"], task=_INV["task"][row["task"]],
-                                methods=[_INV["method"][m] for m in TASK_METHODS[row["task"]]],
+                                methods=[_INV["method"][m] for m in tasks.TASKS[row["task"]].methods],
                                 weights=[models_pb2.BaseWeights(**w) for w in row["weights"]])

@@ -1,0 +1,164 @@
+"""Datasets: streamed uploads (hashed, counted, quota-checked), validated as a job will read them.
+
+Image archives are extracted safely and validated like training does; text rows are read with the
+standard column names. A dataset that would fail a job is refused at upload, naming the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+import time
+from pathlib import Path
+
+from edgetune.errors import DataError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from edgetune.trainers.data.archives import extract_archive
+from edgetune.trainers.data.images import load_image_data
+from edgetune.trainers.data.report import DataReport
+from edgetune.trainers.data.texts import TextFields, detect_text_task, load_text_data
+
+from edgetune.server.service.config import ServerConfig, next_token, page_bounds
+from edgetune.server.store import Store, new_id
+
+FORMATS = {"zip": ".zip", "tar.gz": ".tar.gz", "jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv"}
+TEXT_FORMATS = ("jsonl", "csv", "tsv")
+COLUMNS = ("text", "label", "prompt", "response")  # TextFields
+
+
+class Datasets:
+    """Uploaded datasets under ``DATA_DIR/datasets/<id>``, one row each in the store."""
+
+    def __init__(self, config: ServerConfig, store: Store, data_dir: Path):
+        self.config, self.store, self.root = config, store, data_dir / "datasets"
+
+    def clear_unfinished(self) -> None:
+        """Remove uploads a previous server never finished (no row in the store)."""
+        known = self.store.dataset_ids()
+        for d in self.root.glob("ds-*"):
+            if d.name not in known:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def begin_upload(self, name: str, fmt: str, total_size: int, sha256: str,
+                     columns: dict[str, str] | None = None) -> Upload:
+        return Upload(self, name, fmt, total_size, sha256, columns or {})
+
+    def get(self, dataset_id: str) -> dict:
+        row = self.store.get_dataset(dataset_id)
+        if row is None:
+            raise NotFound("dataset_id", f"no dataset {dataset_id!r}")
+        return row
+
+    def list(self, page_size: int, page_token: str) -> tuple[list[dict], str]:
+        offset, limit = page_bounds(page_size, page_token)
+        rows = self.store.list_datasets(offset, limit)
+        return rows, next_token(offset, limit, len(rows))
+
+    def delete(self, dataset_id: str) -> None:
+        self.get(dataset_id)
+        if not self.store.delete_dataset_if_unused(dataset_id):
+            raise FailedPrecondition("dataset_id", "a queued or running job uses this dataset")
+        shutil.rmtree(self.root / dataset_id, ignore_errors=True)
+
+
+class Upload:
+    """An upload in progress: bytes go to a temp file, hashed and counted as they arrive."""
+
+    def __init__(self, datasets: Datasets, name: str, fmt: str, total_size: int, sha256: str,
+                 columns: dict[str, str]):
+        cfg = datasets.config
+        if not name or len(name) > 128:
+            raise InvalidArgument("header.name", "must be 1-128 characters")
+        if fmt not in FORMATS:
+            raise InvalidArgument("header.format", f"must be one of {list(FORMATS)}")
+        if total_size <= 0:
+            raise InvalidArgument("header.total_size", "must be > 0")
+        if total_size > cfg.max_upload_bytes:
+            raise ResourceExhausted("header.total_size", f"{total_size} bytes exceeds the upload quota "
+                                                         f"of {cfg.max_upload_bytes} bytes")
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise InvalidArgument("header.sha256", "must be 64 lower-case hex digits")
+        unknown = sorted(set(columns) - set(COLUMNS))
+        if unknown or (columns and fmt not in TEXT_FORMATS) or not all(columns.values()):
+            raise InvalidArgument("header.columns", f"text uploads may map {', '.join(COLUMNS)} to non-empty "
+                                                    f"column names; got {columns}")
+        self.fields = TextFields(**columns)
+        self.datasets, self.name, self.fmt, self.total_size, self.sha256 = datasets, name, fmt, total_size, sha256
+        self.id = new_id("ds")
+        self.dir = datasets.root / self.id
+        self.dir.mkdir(parents=True)
+        self.archive = self.dir / f"upload{FORMATS[fmt]}"
+        self._file = open(self.archive, "wb")
+        self._hash = hashlib.sha256()
+        self.received = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.total_size:
+            raise InvalidArgument("chunk", f"more bytes than header.total_size ({self.total_size})")
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    def abort(self) -> None:
+        self._file.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def finish(self) -> dict:
+        self._file.close()
+        if self.received != self.total_size:
+            raise InvalidArgument("header.total_size", f"declared {self.total_size} bytes, received {self.received}")
+        if self._hash.hexdigest() != self.sha256:
+            raise InvalidArgument("header.sha256", "does not match the uploaded bytes")
+        if self.fmt in TEXT_FORMATS:
+            root, summary = self.archive, {**_text_summary(self.archive, self.name, self.fields),
+                                           "columns": dataclasses.asdict(self.fields)}
+        else:
+            root, summary = self._image_dataset()
+        row = {"id": self.id, "name": self.name, "format": self.fmt, "size_bytes": self.received,
+               "sha256": self.sha256, "create_time": time.time(), "report": summary, "path": str(root)}
+        self.datasets.store.add_dataset(row)
+        return self.datasets.store.get_dataset(self.id)
+
+    def _image_dataset(self) -> tuple[Path, dict]:
+        cfg = self.datasets.config
+        try:
+            files = extract_archive(self.archive, self.dir / "files", cfg.max_archive_entries,
+                                    cfg.max_extracted_bytes)
+        except DataError as e:  # name the upload, not the server's path
+            raise DataError("dataset", e.message) from None
+        self.archive.unlink()
+        root = _single_root(files)
+        try:
+            _, _, report = load_image_data(str(root), None, 32, 0.2, skip_corrupt=False, seed=0)
+        except DataError as e:
+            raise DataError(e.subject.replace(str(root) + "/", "") if e.subject != "data.path" else "dataset",
+                            e.message.replace(str(root) + "/", ""), e.files) from None
+        return root, _summary(report)
+
+
+def _text_summary(path: Path, name: str, fields: TextFields) -> dict:
+    """Validate uploaded text rows (with the upload's column names) as a job will read them."""
+    try:
+        task = detect_text_task(path, fields)
+        _, _, report = load_text_data(str(path), None, task, 0.2, False, 0, fields)
+    except DataError as e:  # name the upload, not the server's path
+        raise DataError("dataset", e.message.replace(str(path), name).replace(path.name, name), e.files) from None
+    return _summary(report)
+
+
+def _summary(report: DataReport) -> dict:
+    """What a dataset's row stores (and ``ValidationReport`` carries): counts, split, problems."""
+    return {"task": report.task, "rows": report.train_count + report.val_count,
+            "classes": [{"label": c, "train": report.train_per_class.get(c, 0), "val": report.val_per_class.get(c, 0)}
+                        for c in report.classes],
+            "split": report.split, "corrupt_files": [], "duplicate_groups": len(report.duplicate_groups),
+            "leaked_images": len(report.leakage), "warnings": report.warnings}
+
+
+def _single_root(files: Path) -> Path:
+    entries = [e for e in files.iterdir() if not e.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir() and any(x.is_dir() for x in entries[0].iterdir()):
+        return entries[0]
+    return files
+
+

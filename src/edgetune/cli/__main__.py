@@ -1,0 +1,5 @@
+import sys
+
+from edgetune.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,239 @@
+"""`edgetune serve` and the remote commands (`edgetune remote ...`), built on the Python client."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from edgetune.errors import EdgetuneError
+from edgetune.tasks import IMAGE_CLASSIFICATION, METHODS, TASKS
+
+
+def _env(name: str, default):
+    value = os.environ.get(name)
+    return type(default)(value) if value is not None else default
+
+
+def add_parsers(sub) -> None:
+    serve = sub.add_parser("serve", help="run the gRPC service (SQLite + local disk; binds 127.0.0.1)")
+    serve.add_argument("--host", default=_env("EDGETUNE_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=_env("EDGETUNE_PORT", 50051), help="0 picks a free port")
+    serve.add_argument("--data-dir", default=_env("EDGETUNE_DATA_DIR", "edgetune-data"))
+    serve.add_argument("--slots", type=int, default=_env("EDGETUNE_SLOTS", 0),
+                       help="concurrent jobs (default: GPU count, 1 on CPU)")
+    serve.add_argument("--max-queued", type=int, default=_env("EDGETUNE_MAX_QUEUED", 32))
+    serve.add_argument("--max-upload-mb", type=int, default=_env("EDGETUNE_MAX_UPLOAD_MB", 2048))
+    serve.add_argument("--stall-timeout", type=float, default=_env("EDGETUNE_STALL_TIMEOUT_S", 1800.0),
+                       help="seconds without progress after which a job's worker counts as hung")
+    serve.add_argument("--grace", type=float, default=_env("EDGETUNE_GRACE_S", 10.0),
+                       help="seconds in-flight RPCs get on SIGTERM")
+    serve.add_argument("--reflection", action="store_true", default=bool(_env("EDGETUNE_REFLECTION", 0)),
+                       help="enable server reflection (grpcurl, Postman)")
+
+    remote = sub.add_parser("remote", help="drive a server over gRPC").add_subparsers(dest="remote", required=True)
+    for name, help_ in [("models", "list base models"), ("upload", "upload a dataset"), ("submit", "create a job"),
+                        ("watch", "stream a job's events"), ("jobs", "list jobs"), ("cancel", "cancel a job"),
+                        ("export", "export a job"), ("download", "download a bundle"), ("predict", "classify"),
+                        ("generate", "stream a completion")]:
+        p = remote.add_parser(name, help=help_)
+        p.add_argument("--server", default=_env("EDGETUNE_SERVER", "127.0.0.1:50051"))
+        if name == "upload":
+            p.add_argument("path", help="ImageFolder directory, .zip or .tar.gz; or a .jsonl/.csv/.tsv of text rows")
+            p.add_argument("--name")
+            for column in ("text", "label", "prompt", "response"):
+                p.add_argument(f"--{column}-field", metavar="COLUMN",
+                               help=f"text rows: the column holding the {column} (default {column!r})")
+        elif name == "submit":
+            p.add_argument("--dataset", required=True)
+            p.add_argument("--task", default=IMAGE_CLASSIFICATION, choices=list(TASKS))
+            p.add_argument("--model", default="", help="architecture; default: the task's ("
+                           + ", ".join(t.default_arch for t in TASKS.values()) + ")")
+            p.add_argument("--method", default="full", choices=METHODS)
+            p.add_argument("--weights", default="catalog")
+            p.add_argument("--epochs", type=int, help="default: the method's (images 5, text 3)")
+            p.add_argument("--lr", type=float, help="default: the method's")
+            p.add_argument("--batch-size", type=int, help="default 32")
+            p.add_argument("--image-size", type=int, help="images; default 224")
+            p.add_argument("--max-length", type=int, help="text: tokens per example; default 128")
+            p.add_argument("--idempotency-key", default="")
+            p.add_argument("--watch", action="store_true", help="then stream its events to the end")
+        elif name in ("watch", "cancel", "export"):
+            p.add_argument("job_id")
+            if name == "export":
+                p.add_argument("--allow-degenerate", action="store_true",
+                               help="export a job whose model is flagged degenerate (Job.warnings)")
+        elif name == "download":
+            p.add_argument("export_id")
+            p.add_argument("--out", default=".")
+        elif name == "generate":
+            p.add_argument("export_id")
+            p.add_argument("prompt")
+            p.add_argument("--max-new-tokens", type=int, default=0, help="default: the export's")
+        elif name == "predict":
+            p.add_argument("export_id")
+            p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or texts with --text")
+            p.add_argument("--text", action="store_true", help="the inputs are texts (a text classification export)")
+            p.add_argument("--top-k", type=int, default=5)
+
+
+def run_serve(args) -> int:
+    import logging
+
+    from edgetune.server.service import ServerConfig
+    from edgetune.server.transport.grpc_app import serve
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edgetune").setLevel(logging.INFO)  # not the exporters' INFO chatter
+    slots = args.slots
+    if slots <= 0:
+        from edgetune.runtime.sessions import cuda_device_count
+
+        slots = max(1, cuda_device_count())
+    cfg = ServerConfig(data_dir=Path(args.data_dir), slots=slots, max_queued=args.max_queued,
+                       max_upload_bytes=args.max_upload_mb * 1024 * 1024, stall_timeout_s=args.stall_timeout)
+    serve(cfg, args.host, args.port, args.reflection, args.grace, on_ready=lambda m: print(m, flush=True))
+    return 0
+
+
+def job_event(e, epochs: int):
+    """A JobEvent as the progress event it was in the worker (for ``TerminalProgress``)."""
+    from edgetune.progress import EpochEnd, LogLine, StepProgress
+    from edgetune.v1 import jobs_pb2
+
+    kind = e.WhichOneof("kind")
+    if kind == "state":
+        return LogLine(f"job {e.job_id}: {jobs_pb2.JobState.Name(e.state).removeprefix('JOB_STATE_')}")
+    if kind == "step":
+        s = e.step
+        return StepProgress(s.epoch, s.epochs, s.step, s.steps, s.loss, s.learning_rate, s.eta_seconds)
+    if kind == "epoch":
+        m = e.epoch
+        metrics = {"train_loss": m.train_loss, "val_loss": m.val_loss, "val_accuracy": m.val_accuracy}
+        # Generation reports perplexity (> 0) and has no macro-F1; classifiers the other way round.
+        metrics.update({"val_perplexity": m.val_perplexity} if m.val_perplexity else {"val_macro_f1": m.val_macro_f1})
+        return EpochEnd(m.epoch, epochs, metrics, m.seconds, False)
+    return LogLine(e.log)
+
+
+def _watch(client, job_id: str) -> None:
+    from edgetune.progress import TerminalProgress
+
+    show, epochs = TerminalProgress(sys.stdout), client.get_job(job_id).epochs
+    for e in client.watch(job_id):
+        show(job_event(e, epochs))
+
+
+def run_remote(args) -> int:
+    import grpc
+
+    from edgetune.server.transport.client import EdgetuneClient
+
+    client = EdgetuneClient(args.server)
+    try:
+        return _REMOTE[args.remote](client, args) or 0
+    except grpc.RpcError as e:
+        raise EdgetuneError(e.code().name, e.details() or "") from None
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): main ends quietly
+    except OSError as e:
+        raise EdgetuneError(getattr(e, "filename", None) or "file", e.strerror or str(e)) from None
+    finally:
+        client.close()
+
+
+def _models(client, args) -> None:
+    for m in client.list_base_models():
+        print(m.arch, m.family, ", ".join(f"{w.name}{'' if w.available else ' (missing)'}" for w in m.weights))
+
+
+def _upload(client, args) -> None:
+    from edgetune.v1 import jobs_pb2
+
+    columns = {c: getattr(args, f"{c}_field") for c in ("text", "label", "prompt", "response")
+               if getattr(args, f"{c}_field")}
+    d = client.upload_dataset(args.path, args.name, columns=columns)
+    task = jobs_pb2.Task.Name(d.report.task).removeprefix("TASK_").lower()
+    classes = f", {len(d.report.classes)} classes" if d.report.classes else ""
+    print(f"{d.id}: {task}, {d.report.rows} examples ({d.report.split} split){classes}")
+
+
+def _submit(client, args) -> int:
+    from edgetune.v1 import jobs_pb2
+
+    hyper = {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
+             "image_size": args.image_size, "max_length": args.max_length}
+    for flag, value in hyper.items():
+        # The API reads 0 as "unset": a 0 typed on the command line is an error, not a default.
+        if value is not None and value <= 0:
+            raise EdgetuneError(f"--{flag.replace('_', '-')}".replace("learning-rate", "lr"),
+                                f"must be > 0, got {value}")
+    job = client.create_job(args.dataset, args.model, args.method, args.weights, args.idempotency_key,
+                            task=args.task, **{k: v for k, v in hyper.items() if v is not None})
+    print(job.id)
+    if args.watch:
+        _watch(client, job.id)
+        return 0 if client.get_job(job.id).state == jobs_pb2.JOB_STATE_SUCCEEDED else 1
+    return 0
+
+
+def _cancel(client, args) -> None:
+    from edgetune.v1 import jobs_pb2
+
+    before = client.get_job(args.job_id).state
+    state = client.cancel_job(args.job_id).state
+    name = jobs_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
+    if before in (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED):
+        print(f"job {args.job_id} had already ended {name}: nothing was cancelled")
+    elif state == jobs_pb2.JOB_STATE_RUNNING:
+        print("cancel requested; the worker stops within seconds (watch the job for CANCELLED)")
+    else:
+        print(f"job {args.job_id}: {name}")
+
+
+def _export(client, args) -> int:
+    exp = client.export(args.job_id, allow_degenerate=args.allow_degenerate)
+    p = exp.parity
+    decisions = (f"top-1 agreement {p.top1_agreement:.0%} over {p.top1_compared} held-out decisions"
+                 if p.top1_compared else "no held-out decision outside the tolerance")
+    print(f"{exp.id} {'valid' if exp.valid else 'INVALID'}: parity margin {p.margin:.3g} of the tolerance "
+          f"(max abs diff {p.max_abs_diff:.2e}), {decisions}" + (f"; {exp.error}" if exp.error else ""))
+    return 0 if exp.valid else 3
+
+
+def _generate(client, args) -> None:
+    for piece in client.generate(args.export_id, args.prompt, args.max_new_tokens):
+        print(piece.text, end="", flush=True)
+    print()
+
+
+def _predict(client, args) -> None:
+    if args.text:
+        results = client.predict(args.export_id, top_k=args.top_k, texts=args.inputs)
+    else:
+        results = client.predict(args.export_id, [Path(p).read_bytes() for p in args.inputs], args.top_k)
+    for source, r in zip(args.inputs, results):
+        print(f"{source}: " + ", ".join(f"{t.label} {t.score:.4f}" for t in r.top))
+
+
+_REMOTE = {"models": _models, "upload": _upload, "submit": _submit, "watch": lambda c, a: _watch(c, a.job_id),
+           "jobs": lambda c, a: _print_jobs(c.list_jobs()), "cancel": _cancel, "export": _export,
+           "download": lambda c, a: print(c.download(a.export_id, a.out)), "generate": _generate,
+           "predict": _predict}
+
+
+def _print_jobs(jobs) -> None:
+    from edgetune.v1 import jobs_pb2
+
+    rows = [("JOB", "STATE", "TASK", "MODEL", "METHOD", "PROGRESS", "NOTE")]
+    for j in jobs:
+        state = jobs_pb2.JobState.Name(j.state).removeprefix("JOB_STATE_")
+        # ``epoch`` counts finished epochs: a running job is in the next one.
+        progress = f"epoch {min(j.epoch + 1, j.epochs)}/{j.epochs}" if state == "RUNNING" else \
+            f"{j.epoch}/{j.epochs} epochs"
+        rows.append((j.id, state, jobs_pb2.Task.Name(j.task).removeprefix("TASK_").lower(), j.base_model,
+                     jobs_pb2.Method.Name(j.method).removeprefix("METHOD_").lower(), progress,
+                     j.error or "; ".join(f"WARNING: {w}" for w in j.warnings)))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[6])

@@ -34,6 +34,7 @@ import edgetune
 from edgetune.errors import FailedPrecondition, InvalidArgument, NotFound, ParityError
 from edgetune.runtime.imaging import Preprocessing, normalize
 from edgetune.progress import LogLine, ProgressSink, silent
+from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_GENERATION
 from edgetune.integrity import sha256_file
 from edgetune.trainers.checkpoint import default_mode, save_json
 from edgetune.trainers.run import RunFiles, RunModel, RunStatus, load_run, read_model_meta, run_status
@@ -97,7 +98,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _check_out_dir(run_dir, out_dir, force)
     meta = read_model_meta(run_dir)
-    task = meta.get("task", "image_classification")
+    task = meta["task"]
     if task not in BUILDERS:
         raise InvalidArgument("run", f"exporting {task} runs is not supported yet")
     spec = _with_tolerance(EXPORT_SPECS[task], atol, rtol)
@@ -214,8 +215,8 @@ def _generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: s
     return text_generator_contents(run_dir, folder, spec, device)
 
 
-BUILDERS = {"image_classification": _image_contents, "text_classification": _text_contents,
-            "text_generation": _generator_contents}
+BUILDERS = {IMAGE_CLASSIFICATION: _image_contents, TEXT_CLASSIFICATION: _text_contents,
+            TEXT_GENERATION: _generator_contents}
 
 
 def _check_out_dir(run_dir: Path, out_dir: Path, force: bool) -> None:

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 import edgetune
 from edgetune.errors import ParityError
 from edgetune.runtime.prompting import encode_prompt
+from edgetune.tasks import PROMPT_TUNING
 from edgetune.trainers.checkpoint import save_numpy
 from edgetune.trainers.generation import prompt_ids
 from edgetune.trainers.run import load_run, load_unmerged, parity_texts
@@ -47,7 +48,7 @@ def text_generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, devic
                 "edgetune.source_run": str(Path(run_dir).resolve()), "edgetune.version": edgetune.__version__}
     io = export_decoder(run.model, folder / "model.onnx", spec.opset, metadata)
     initial_past = None
-    if run.meta["method"] == "prompt_tuning":
+    if run.meta["method"] == PROMPT_TUNING:
         initial_past = prompt_prefix_past(unmerged)
         save_numpy(folder / PROMPT_PAST, {f"past.{i}": a for i, a in enumerate(initial_past)})
     session = create_session(folder / "model.onnx", device)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_GENERATION
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -71,15 +73,15 @@ class ExportSpec:
 _TOKENS = {0: "batch", 1: "sequence"}
 
 EXPORT_SPECS: dict[str, ExportSpec] = {
-    "image_classification": ExportSpec(
-        task="image_classification", inputs={"pixel_values": {0: "batch"}}, outputs=("logits",),
+    IMAGE_CLASSIFICATION: ExportSpec(
+        task=IMAGE_CLASSIFICATION, inputs={"pixel_values": {0: "batch"}}, outputs=("logits",),
         tolerances={FP32: FP32_IMAGE}),
-    "text_classification": ExportSpec(
-        task="text_classification", inputs={"input_ids": _TOKENS, "attention_mask": _TOKENS},
+    TEXT_CLASSIFICATION: ExportSpec(
+        task=TEXT_CLASSIFICATION, inputs={"input_ids": _TOKENS, "attention_mask": _TOKENS},
         outputs=("logits",), tolerances={FP32: FP32_TEXT}),
     # Decoders: the KV-cache inputs and outputs per layer are described by ``decoder.DecoderIO``.
-    "text_generation": ExportSpec(
-        task="text_generation", inputs={"input_ids": _TOKENS, "attention_mask": {0: "batch", 1: "total_sequence"},
+    TEXT_GENERATION: ExportSpec(
+        task=TEXT_GENERATION, inputs={"input_ids": _TOKENS, "attention_mask": {0: "batch", 1: "total_sequence"},
                                         "position_ids": _TOKENS}, outputs=("logits",),
         tolerances={FP32: FP32_TEXT}),
 }

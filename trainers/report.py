@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.tasks import TEXT_GENERATION
 from edgetune.trainers.metrics import per_class, summarize
 
 
@@ -42,7 +43,7 @@ def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def _label(history: list[dict], key: str, label: str) -> str:
     task = next((h["task"] for h in history if h.get("task")), None)
-    return "val next-token accuracy" if key == "val_accuracy" and task == "text_generation" else label
+    return "val next-token accuracy" if key == "val_accuracy" and task == TEXT_GENERATION else label
 
 
 def _fit_ylim(ax, values: list[float], bounds: tuple[float, float] | None) -> None:
@@ -157,10 +158,10 @@ def format_summary(report: dict, paths: bool = True) -> str:
     """
     head = [f"model: {report['arch']} via {report['method']}; trainable parameters: "
             f"{report['trainable_params']:,} of {report['total_params']:,}"]
-    body = _generation_summary(report) if report.get("task") == "text_generation" else _classifier_summary(report)
+    body = _generation_summary(report) if report.get("task") == TEXT_GENERATION else _classifier_summary(report)
     run = Path(report["run_dir"])
     files = [f"run: {run} (report.json, curves.png"
-             + (", confusion.png)" if report.get("task") != "text_generation" else ")")] if paths else []
+             + (", confusion.png)" if report.get("task") != TEXT_GENERATION else ")")] if paths else []
     warnings = [f"WARNING: degenerate model: {r} (export refuses it unless allowed)"
                 for r in report.get("degenerate", [])]
     return "\n".join([*head, *body, *files, *warnings])

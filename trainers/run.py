@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from edgetune.errors import NotFound, WeightsError
 from edgetune.integrity import sha256_file
 from edgetune.runtime.imaging import Preprocessing
-from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, get_task
+from edgetune.tasks import IMAGE_CLASSIFICATION, PROMPT_TUNING, TEXT_CLASSIFICATION, get_task
 from edgetune.trainers.models.image import create_model
 from edgetune.trainers.models.text import ClassifierLogits, auto_class, build_hf_model, load_tokenizer
 from edgetune.trainers.report import format_summary
@@ -144,7 +144,7 @@ def load_run(run_dir: str | Path) -> RunModel:
     model: nn.Module = hf.eval()
     if meta["task"] == TEXT_CLASSIFICATION:
         model = ClassifierLogits(hf)
-        if meta["method"] == "prompt_tuning":
+        if meta["method"] == PROMPT_TUNING:
             from edgetune.trainers.methods.prompt_tuning import PromptPrefixed
 
             model = PromptPrefixed(hf, load_file(str(files.prompt))["prompt"])

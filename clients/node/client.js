@@ -49,16 +49,17 @@ export class EdgetuneClient {
 
   /**
    * Upload a dataset: a .zip / .tar.gz of an ImageFolder, or a .jsonl / .csv / .tsv of text rows
-   * (text,label or prompt,response). Resolves to the Dataset with its validation report.
+   * (text,label or prompt,response). `columns` maps those names to the file's own columns,
+   * e.g. { text: 'SMS', label: 'Label' }. Resolves to the Dataset with its validation report.
    */
-  async uploadDataset(filePath, name = path.basename(filePath)) {
+  async uploadDataset(filePath, name = path.basename(filePath), columns = {}) {
     const data = await readFile(filePath);
     const sha256 = createHash('sha256').update(data).digest('hex');
     const format = formatOf(filePath);
     const deadline = new Date(Date.now() + 600_000);
     return new Promise((resolve, reject) => {
       const stream = this.datasets.uploadDataset({ deadline }, (err, res) => (err ? reject(err) : resolve(res)));
-      stream.write({ header: { name, format, totalSize: data.length, sha256 } });
+      stream.write({ header: { name, format, totalSize: data.length, sha256, columns } });
       for (let i = 0; i < data.length; i += CHUNK) stream.write({ chunk: data.subarray(i, i + CHUNK) });
       stream.end();
     });

@@ -17,12 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from edgetune.v1 import (datasets_pb2, datasets_pb2_grpc, exports_pb2, exports_pb2_grpc, inference_pb2,
                          inference_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2, models_pb2_grpc)
 
+from edgetune.server.transport import convert
+from edgetune.tasks import IMAGE_CLASSIFICATION
+
 UPLOAD_CHUNK = 1 << 20
 TERMINAL = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED)
-METHODS = {"full": jobs_pb2.METHOD_FULL, "linear_probe": jobs_pb2.METHOD_LINEAR_PROBE, "lora": jobs_pb2.METHOD_LORA,
-           "ia3": jobs_pb2.METHOD_IA3, "prompt_tuning": jobs_pb2.METHOD_PROMPT_TUNING}
-TASKS = {"image_classification": jobs_pb2.TASK_IMAGE_CLASSIFICATION,
-         "text_classification": jobs_pb2.TASK_TEXT_CLASSIFICATION, "text_generation": jobs_pb2.TASK_TEXT_GENERATION}
+METHODS = {name: value for value, name in convert.METHODS.items()}
+TASKS = {name: value for value, name in convert.TASKS.items()}
 TEXT_FORMATS = {".jsonl": datasets_pb2.DATASET_FORMAT_JSONL, ".csv": datasets_pb2.DATASET_FORMAT_CSV,
                 ".tsv": datasets_pb2.DATASET_FORMAT_TSV}
 
@@ -84,7 +85,7 @@ class EdgetuneClient:
         return self.datasets.UploadDataset(messages(), timeout=timeout)
 
     def create_job(self, dataset_id: str, base_model: str = "", method: str = "full", weights: str = "catalog",
-                   idempotency_key: str = "", timeout: float = 10, task: str = "image_classification",
+                   idempotency_key: str = "", timeout: float = 10, task: str = IMAGE_CLASSIFICATION,
                    **hyper) -> jobs_pb2.Job:
         req = jobs_pb2.CreateJobRequest(task=TASKS.get(task, jobs_pb2.TASK_UNSPECIFIED), base_model=base_model,
                                         weights=weights, method=METHODS.get(method, jobs_pb2.METHOD_UNSPECIFIED),

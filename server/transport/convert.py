@@ -52,7 +52,7 @@ def job_request(req: jobs_pb2.CreateJobRequest) -> dict:
 def job(row) -> jobs_pb2.Job:
     r = row.request
     msg = jobs_pb2.Job(id=row.id, state=_INV["state"][row.state], task=_INV["task"][r["task"]],
-                       base_model=r["base_model"], weights=r["weights"], method=_INV["method"][r["method"]],
+                       base_model=r["base_model"] or tasks.TASKS[r["task"]].default_arch, weights=r["weights"], method=_INV["method"][r["method"]],
                        hyperparameters=jobs_pb2.Hyperparameters(**r["hyperparameters"]),
                        dataset_id=row.dataset_id, idempotency_key=row.idempotency_key or "",
                        error=row.error, epoch=row.epoch, epochs=row.epochs, attempts=row.attempts,

@@ -61,3 +61,26 @@ def test_warmup_then_cosine_to_zero():
     assert max(lrs) == lrs[5] == 1.0  # peak when warmup ends
     assert lrs[5:] == sorted(lrs[5:], reverse=True)  # cosine decay towards zero over the 15 steps left
     assert lrs[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 14 / 15)))
+
+
+def test_the_eta_covers_the_whole_job_not_just_the_epoch(monkeypatch):
+    x, y, model, norm = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    loader = DataLoader(TensorDataset(x, y), batch_size=2)  # 4 steps
+    setup = resolve_device("cpu")
+    forward = image_forward(model, norm, setup)
+    clock = iter(range(100))  # one "second" per time.monotonic() call: start, then one per step
+    monkeypatch.setattr("edgetune.trainers.loop.time.monotonic", lambda: float(next(clock)))
+    events = []
+
+    def compute_loss(batch):
+        logits, labels = forward(batch)
+        return nn.functional.cross_entropy(logits, labels), len(labels)
+
+    # Epoch 2 of 5, evaluations measured at 10 s: 1 s per step.
+    train_one_epoch(model, loader, opt, sched, compute_loss, setup, 1, 2, 5, events.append, eval_s=10.0)
+    etas = [e.eta_s for e in events]
+    # After step 1: 3 steps + this epoch's evaluation + 3 more epochs of (4 steps + evaluation).
+    assert etas[0] == pytest.approx(3 + 10 + 3 * (4 + 10))
+    assert etas[-1] == pytest.approx(10 + 3 * (4 + 10))  # the epoch's training is done, not the job

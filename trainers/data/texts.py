@@ -21,7 +21,7 @@ import numpy as np
 
 from edgetune.errors import DataError
 
-from edgetune.tasks import TEXT_CLASSIFICATION
+from edgetune.tasks import TEXT_CLASSIFICATION, TEXT_GENERATION
 from edgetune.trainers.data.report import DataReport, Item, content_checks, label_set
 from edgetune.trainers.data.split import stratified_split
 
@@ -90,6 +90,10 @@ def read_rows(path: str | Path, columns: tuple[str, str]) -> tuple[list[tuple[in
     return out, p.suffix.lower()[1:]
 
 
+_MAP_HINT = ("map other names with --set data.text_field=COLUMN (label_field, prompt_field, response_field), "
+             "or --text-field COLUMN ... on `edgetune remote upload`")
+
+
 def detect_text_task(path: str | Path, fields: TextFields = TextFields()) -> str:
     """Which text task a file's rows serve, from the columns of its first row."""
     p = Path(path)
@@ -99,21 +103,23 @@ def detect_text_task(path: str | Path, fields: TextFields = TextFields()) -> str
         cols = set(records[0][1]) if records else set()
     else:
         for task, pair in ((TEXT_CLASSIFICATION, (fields.text, fields.label)),
-                           ("text_generation", (fields.prompt, fields.response))):
+                           (TEXT_GENERATION, (fields.prompt, fields.response))):
             try:
                 read_rows(p, pair)
                 return task
             except DataError as e:
                 if "lacks column" not in e.message:
                     raise
-        raise DataError(str(path), f"header must name {fields.text},{fields.label} or "
-                                   f"{fields.prompt},{fields.response} columns")
+        header = next(csv.reader(io.StringIO(p.read_text(errors="replace").partition("\n")[0]),
+                                 delimiter="\t" if p.suffix.lower() == ".tsv" else ","), [])
+        raise DataError(str(path), f"header must name {fields.text},{fields.label} or {fields.prompt},"
+                                   f"{fields.response} columns, it has {header}; {_MAP_HINT}")
     if {fields.text, fields.label} <= cols:
         return TEXT_CLASSIFICATION
     if {fields.prompt, fields.response} <= cols:
-        return "text_generation"
+        return TEXT_GENERATION
     raise DataError(str(path), f"rows must carry {fields.text!r} and {fields.label!r}, or {fields.prompt!r} and "
-                               f"{fields.response!r}; the first row has {sorted(cols)}")
+                               f"{fields.response!r}; the first row has {sorted(cols)}; {_MAP_HINT}")
 
 
 def _normalized(s: str) -> str:

@@ -109,6 +109,15 @@ def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image
                          capture_output=True, text=True, check=True).stdout
     eager_ms, ort_ms = json.loads(out.strip().splitlines()[-1])
     total = time.monotonic() - t0
+    lines = _summary(job, epochs, parity, image_size, eager_ms, ort_ms, rpc_ms, samples, results)
+    lines.append(f"bundle: {bundle}  (total {format_duration(total)})")
+    progress(LogLine("\n".join(lines)))
+    return {"accuracy": job.best.val_accuracy, "macro_f1": job.best.val_macro_f1, "parity": parity,
+            "eager_ms": eager_ms, "ort_ms": ort_ms, "seconds": total, "bundle": str(bundle)}
+
+
+def _summary(job, epochs: int, parity: dict, image_size: int, eager_ms: float, ort_ms: float, rpc_ms: list[float],
+             samples: list[str], results) -> list[str]:
     lines = ["", "=== edgetune demo (through the gRPC service) ===",
              f"val accuracy {job.best.val_accuracy:.4f}, macro-F1 {job.best.val_macro_f1:.4f} "
              f"(best epoch {job.best.epoch} of {epochs})",
@@ -118,7 +127,4 @@ def run_demo(workdir: str | Path, progress: ProgressSink, epochs: int = 3, image
     for path, r in zip(samples, results):
         lines.append(f"predict {Path(path).parent.name}/{Path(path).name}: "
                      + ", ".join(f"{t.label} {t.score:.3f}" for t in r.top))
-    lines.append(f"bundle: {bundle}  (total {format_duration(total)})")
-    progress(LogLine("\n".join(lines)))
-    return {"accuracy": job.best.val_accuracy, "macro_f1": job.best.val_macro_f1, "parity": parity,
-            "eager_ms": eager_ms, "ort_ms": ort_ms, "seconds": total, "bundle": str(bundle)}
+    return lines

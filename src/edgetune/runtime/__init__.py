@@ -19,8 +19,7 @@ from .scores import Prediction
 from .text import TextPredictor
 
 Predictor = Union[ImagePredictor, TextPredictor, TextGenerator]
-PREDICTORS: dict[str, type] = {"image_classification": ImagePredictor, "text_classification": TextPredictor,
-                               "text_generation": TextGenerator}
+PREDICTORS: dict[str, type] = {p.task: p for p in (ImagePredictor, TextPredictor, TextGenerator)}
 
 __all__ = ["ImagePredictor", "TextPredictor", "TextGenerator", "Prediction", "Predictor", "PREDICTORS",
            "load_predictor", "manifest_of", "verify_bundle"]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgetune.errors import InvalidArgument
+from edgetune.tasks import TEXT_GENERATION
 
 from .manifest import BundleModel
 from .prompting import encode_prompt
@@ -25,7 +26,7 @@ from .prompting import encode_prompt
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-TASK = "text_generation"
+TASK = TEXT_GENERATION
 _PAD_POSITION = 1  # position id fed to padding tokens; their outputs are never read
 
 

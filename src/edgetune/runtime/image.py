@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.errors import InvalidArgument, NotFound
+from edgetune.tasks import IMAGE_CLASSIFICATION
 
 from .imaging import Preprocessing, decode_rgb, load_rgb, normalize, resize_uint8
 from .manifest import BundleModel
 from .scores import Prediction, check_top_k, top_labels
 
-TASK = "image_classification"
+TASK = IMAGE_CLASSIFICATION
 
 
 class ImagePredictor(BundleModel):

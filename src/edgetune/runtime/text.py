@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.errors import InvalidArgument
+from edgetune.tasks import TEXT_CLASSIFICATION
 
 from .manifest import BundleModel
 from .scores import Prediction, check_top_k, top_labels
 
-TASK = "text_classification"
+TASK = TEXT_CLASSIFICATION
 
 
 class TextEncoder:

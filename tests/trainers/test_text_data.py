@@ -96,6 +96,12 @@ def test_line_breaks_inside_fields_are_kept(tmp_path):
     for name in ("d.jsonl", "d.csv"):
         train, val, _ = load_text_data(str(tmp_path / name), None, CLS, 0.2, False, 0)
         assert sorted(train.inputs + val.inputs) == sorted(r["text"] for r in rows), name
+    # TSV has no quoting: a text that starts with a quote mark is one row, kept as written (the SMS
+    # Spam Collection has such rows; read as CSV-style quoting they swallowed the lines after them).
+    texts = ['"Happy valentines day" I know its early', '"Pete can you please ring me', "plain"] * 4
+    (tmp_path / "q.tsv").write_text("label\ttext\n" + "".join(f"{'ab'[i % 2]}\t{t}\n" for i, t in enumerate(texts)))
+    train, val, _ = load_text_data(str(tmp_path / "q.tsv"), None, CLS, 0.2, False, 0)
+    assert sorted(train.inputs + val.inputs) == sorted(texts)
     (tmp_path / "big.csv").write_text("text,label\n" + "x" * 200_000 + ",a\n")
     with pytest.raises(DataError, match="row 1: malformed CSV"):
         load_text_data(str(tmp_path / "big.csv"), None, CLS, 0.2, False, 0)

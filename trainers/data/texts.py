@@ -76,8 +76,12 @@ def read_rows(path: str | Path, columns: tuple[str, str]) -> tuple[list[tuple[in
                 raise DataError(str(path), f"row {n}: expected a JSON object")
             out.append((n, rec))
         return out, "jsonl"
-    # newline="" keeps line breaks inside quoted fields (the csv module's documented contract).
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+    # CSV: newline="" keeps line breaks inside quoted fields (the csv module's documented contract).
+    # TSV (IANA text/tab-separated-values): one row per line, no quoting, so a message that starts
+    # with a quote mark keeps it and never swallows the lines after it.
+    tsv = p.suffix.lower() == ".tsv"
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",",
+                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     try:
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:

@@ -180,7 +180,7 @@ def finish_run(run: RunContext, state: FitState, report: dict, final: dict,
               "device": run.setup.describe(), **report, "history": state.history, "best_epoch": state.best_epoch,
               "best_metric": {cfg.optim.metric: state.best_metric}, "before": state.before, "final": final}
     ckpt.save_json(run.files.report, report)
-    plot_curves(state.history, run.files.root / "curves.png")
+    plot_curves(state.history, run.files.root / "curves.png", cfg.task)
     if confusion is not None:
         plot_confusion(*confusion, run.files.root / "confusion.png")
     return RunResult(run.files.root, state.best_epoch, final, report)

@@ -41,8 +41,8 @@ def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [int(h["epoch"]) for h in rows], [float(h[key]) for h in rows]
 
 
-def _label(history: list[dict], key: str, label: str) -> str:
-    task = next((h["task"] for h in history if h.get("task")), None)
+def _label(history: list[dict], key: str, label: str, task: str | None) -> str:
+    task = task or next((h["task"] for h in history if h.get("task")), None)
     return "val next-token accuracy" if key == "val_accuracy" and task == TEXT_GENERATION else label
 
 
@@ -83,8 +83,8 @@ def _epoch_axis(ax, epochs: list[int]) -> None:
     ax.set_xlabel("epoch")
 
 
-def _draw_panel(ax, history: list[dict], title: str, bounds, metrics) -> None:
-    lines = [(*_series(history, key), _label(history, key, label), best) for key, label, best in metrics]
+def _draw_panel(ax, history: list[dict], title: str, bounds, metrics, task: str | None) -> None:
+    lines = [(*_series(history, key), _label(history, key, label, task), best) for key, label, best in metrics]
     lines = [line for line in lines if line[0]]
     _fit_ylim(ax, [y for line in lines for y in line[1]], bounds)
     for i, (xs, ys, label, best) in enumerate(lines):
@@ -97,8 +97,9 @@ def _draw_panel(ax, history: list[dict], title: str, bounds, metrics) -> None:
     ax.set_title(title), ax.legend(fontsize=8), ax.grid(alpha=0.3)
 
 
-def curves_figure(history: list[dict]):
-    """The training curves as a matplotlib Figure: one panel per group of metrics the history has."""
+def curves_figure(history: list[dict], task: str | None = None):
+    """The training curves as a matplotlib Figure: one panel per group of metrics the history has
+    (``task`` names what accuracy means: next-token accuracy for text generation)."""
     from matplotlib.figure import Figure
 
     panels = [p for p in _PANELS if any(_series(history, key)[0] for key, _, _ in p[2])]
@@ -107,13 +108,13 @@ def curves_figure(history: list[dict]):
         fig.text(0.5, 0.5, "no epochs recorded", ha="center", va="center")
         return fig
     for ax, (title, bounds, metrics) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
-        _draw_panel(ax, history, title, bounds, metrics)
+        _draw_panel(ax, history, title, bounds, metrics, task)
     fig.tight_layout()
     return fig
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    curves_figure(history).savefig(path, dpi=100)
+def plot_curves(history: list[dict], path: Path, task: str | None = None) -> None:
+    curves_figure(history, task).savefig(path, dpi=100)
 
 
 def _percent(rate: float) -> str:

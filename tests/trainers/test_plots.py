@@ -109,6 +109,12 @@ def test_generation_history_plots_only_present_metrics():
     assert not any("F1" in label for label in labels)
 
 
+def test_the_task_names_what_accuracy_means():
+    history = [{k: v for k, v in row.items() if k != "task"} for row in GENERATION]  # as fit() writes it
+    labels = [line.get_label() for ax in curves_figure(history, "text_generation").axes for line in ax.get_lines()]
+    assert "val next-token accuracy" in labels
+
+
 def test_accuracy_label_without_task_hint():
     history = [{k: v for k, v in row.items() if k != "task"} for row in GENERATION]
     assert _labels(_panel(curves_figure(history), "validation")) == ["val accuracy"]

@@ -22,7 +22,8 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @lru_cache(maxsize=1)
 def cuda_device_count() -> int:
-    """CUDA devices the driver exposes to this process (``CUDA_VISIBLE_DEVICES`` applies); 0 without a driver."""
+    """CUDA devices the driver exposes to this process (``CUDA_VISIBLE_DEVICES`` applies, read once);
+    0 without a driver. Linux only (``libcuda.so.1``), like the ``onnxruntime-gpu`` pin."""
     try:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:  # no NVIDIA driver (or not Linux)

@@ -1,1 +1,1 @@
-"""Export: ONNX through torch.onnx (dynamo), the parity gate, bundles and the ONNX Runtime predictor."""
+"""Export: ONNX through torch.onnx (dynamo), the parity gate and bundles; devices run them with ``edgetune.runtime``."""

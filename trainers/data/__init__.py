@@ -1,1 +1,1 @@
-"""data"""
+"""Datasets before training: reading and validating images and text rows, the split, and the tensors a loop consumes."""

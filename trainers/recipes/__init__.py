@@ -1,1 +1,1 @@
-"""recipes"""
+"""One recipe per task, each ``train_*(cfg, out_dir, progress, resume) -> RunResult``; ``train.RECIPES`` picks one."""

@@ -36,7 +36,8 @@ from edgetune.runtime.imaging import Preprocessing, normalize
 from edgetune.progress import LogLine, ProgressSink, silent
 from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_GENERATION
 from edgetune.integrity import sha256_file
-from edgetune.trainers.checkpoint import default_mode, save_json
+from edgetune.atomic import default_mode
+from edgetune.trainers.checkpoint import save_json
 from edgetune.trainers.run import RunFiles, RunModel, RunStatus, load_run, read_model_meta, run_status
 
 from .onnx_export import export_onnx, metadata_problems

@@ -8,6 +8,7 @@ re-queued to resume from their last checkpoint (or FAILED after ``max_attempts``
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -24,9 +25,10 @@ CANCEL_GRACE_S = 10.0
 
 class JobRunner:
     def __init__(self, store: Store, data_dir: Path, slots: int, max_attempts: int = 3,
-                 stall_timeout_s: float = 1800.0):
+                 stall_timeout_s: float = 1800.0, cache_root: Path | None = None):
         self.store, self.data_dir, self.slots, self.max_attempts = store, data_dir, slots, max_attempts
         self.stall_timeout_s = stall_timeout_s
+        self.cache_root = cache_root or data_dir / "cache"
         self._procs: dict[str, subprocess.Popen] = {}
         self._kill_at: dict[str, float] = {}
         self._stalled: set[str] = set()
@@ -50,7 +52,7 @@ class JobRunner:
                                                      f"gave up")
             else:
                 self.store.requeue(job.id, "server restarted while the job was running; it resumes from "
-                                           "its last finished epoch")
+                                           "its last checkpoint")
 
     def start(self) -> None:
         self._thread.start()
@@ -152,7 +154,8 @@ class JobRunner:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "edgetune.server.worker", "--db", str(self.store.path), "--job", job.id,
                      "--run-dir", str(jdir / "run"), "--data", dataset["path"]],
-                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                    env={**os.environ, "EDGETUNE_CACHE_DIR": str(self.cache_root)})
         except OSError as e:
             self.store.set_state(job.id, FAILED, f"could not start a worker: {e}")
             return
@@ -177,7 +180,7 @@ class JobRunner:
         elif rc == 0:
             self.store.set_state(job_id, SUCCEEDED)
         elif self._stopping or rc == EXIT_INTERRUPTED:
-            self.store.requeue(job_id, "server stopping; the job resumes from its last finished epoch",
+            self.store.requeue(job_id, "server stopping; the job resumes from its last checkpoint",
                                count_attempt=False)
         elif rc == EXIT_BAD_INPUT:
             self.store.set_state(job_id, FAILED, self._last_error(job_id) or "bad input")

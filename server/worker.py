@@ -1,8 +1,8 @@
 """One job, one process: ``python -m edgetune.server.worker --db DB --job ID --run-dir DIR --data DIR``.
 
 Runs ``train`` (the task's recipe) and writes its progress to the store as events. Exit codes: 0 done;
-2 the job's input was bad (the reason is the last log event); 75 stopped by SIGTERM at the next
-training step, keeping the last finished epoch's checkpoint (resumable). Anything else is a crash the server reports.
+2 the job's input was bad (the reason is the last log event); 75 stopped by SIGTERM: during training
+at the next optimizer step, after saving the resume state there (resumable mid-epoch). Anything else is a crash the server reports.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError
-from edgetune.progress import EpochEnd, LogLine, StepProgress
+from edgetune.progress import EpochEnd, LogLine, StepProgress, TrainingStopped, request_stop
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 75
@@ -39,10 +39,12 @@ _stop_requested = False
 
 
 def _request_stop(signum, frame) -> None:
-    # Only a flag: raising from a signal handler can land inside library code (an import, a
-    # DataLoader) that swallows it. The sink raises at the next training step instead.
+    # Only flags: raising from a signal handler can land inside library code (an import, a
+    # DataLoader) that swallows it. Training saves its state and stops at the next optimizer step;
+    # before training starts, the sink raises at the next event.
     global _stop_requested
     _stop_requested = True
+    request_stop()
 
 
 def check_stop() -> None:
@@ -52,14 +54,15 @@ def check_stop() -> None:
 
 class StoreSink:
     """Progress sink writing events: every epoch and log line, step progress every few seconds.
-    It is called at every training step, so it is also where a stop request takes effect."""
+    Outside the training steps (set-up, evaluation) it is where a stop request takes effect."""
 
     def __init__(self, store, job_id: str):
         self.store, self.job_id, self._last_step = store, job_id, 0.0
 
     def __call__(self, event) -> None:
         self._write(event)
-        check_stop()  # after the write, so a finished epoch's event is never lost
+        if not isinstance(event, StepProgress):  # the training loop stops itself, after saving its state
+            check_stop()  # after the write, so a finished epoch's event is never lost
 
     def _write(self, event) -> None:
         if isinstance(event, StepProgress):
@@ -102,13 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = train_config(job.request, args.data, (dataset.get("report") or {}).get("columns"))
         resume = RunFiles(run_dir).state.is_file()
         if resume:
-            sink(LogLine("resuming from the last finished epoch's checkpoint"))
+            sink(LogLine("resuming from the last checkpoint"))
         result = train(cfg, run_dir, sink, resume=resume)
         # The recipe already logged each reason as a warning event; the job row shows them too.
         store.set_warnings(args.job, [f"degenerate model: {r}" for r in result.report.get("degenerate", [])])
         sink(LogLine(result.summary(paths=False)))  # clients read it: server paths mean nothing to them
         return 0
-    except Interrupted:
+    except (Interrupted, TrainingStopped):
         store.add_event(args.job, "log", {"message": "worker stopped at the server's request"})
         return EXIT_INTERRUPTED
     except EdgetuneError as e:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,9 @@ from PIL import Image
 from edgetune.trainers.data.digits import write_digits_imagefolder
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
+# The data cache (dataset indexes, decoded pixels) of this test session: never the user's ~/.cache.
+os.environ["EDGETUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgetune-test-cache-")
+atexit.register(shutil.rmtree, os.environ["EDGETUNE_CACHE_DIR"], True)
 
 
 def write_pattern_folder(root: Path, classes=("a", "b", "c"), per_class: int = 12, size: int = 24,

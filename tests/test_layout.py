@@ -113,7 +113,8 @@ def test_the_device_runtime_needs_no_training_stack():
 def test_light_modules_stay_light():
     """Names, settings and registries load without a framework: the CLI answers --help and bad
     arguments, and the service validates requests, without importing torch."""
-    light = ("edgetune.tasks", "edgetune.errors", "edgetune.progress", "edgetune.integrity", "edgetune.cli.main",
+    light = ("edgetune.tasks", "edgetune.errors", "edgetune.progress", "edgetune.integrity", "edgetune.atomic",
+             "edgetune.trainers.data.images", "edgetune.trainers.data.cache", "edgetune.cli.main",
              "edgetune.cli.remote", "edgetune.trainers.config", "edgetune.trainers.models.registry",
              "edgetune.trainers.models.catalog", "edgetune.trainers.models.weights")
     bad = []

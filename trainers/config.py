@@ -19,6 +19,7 @@ from edgetune.tasks import DEVICES, IMAGE_CLASSIFICATION, TEXT_GENERATION, get_t
 from edgetune.trainers.models.registry import check_image_size
 from edgetune.trainers.models.registry import get_text_arch
 
+CACHE_MODES = ("auto", "disk", "off")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
@@ -49,6 +50,8 @@ class DataConfig:
     label_field: str = "label"
     prompt_field: str = "prompt"  # instruction tuning columns
     response_field: str = "response"
+    cache: str = "auto"  # images: decoded pixels on disk ("auto": when they fit; "disk"; "off": decode per batch)
+    workers: int | None = None  # loader worker processes; default from the cores (0 reads in the training process)
 
     def __post_init__(self):
         _require(0.0 < self.val_fraction < 0.9, "data.val_fraction", f"must be in (0, 0.9), got {self.val_fraction}")
@@ -56,6 +59,8 @@ class DataConfig:
         _require(8 <= self.max_length <= 8192, "data.max_length", f"must be in [8, 8192], got {self.max_length}")
         for name in ("text_field", "label_field", "prompt_field", "response_field"):
             _require(bool(getattr(self, name)), f"data.{name}", "must not be empty")
+        _require(self.cache in CACHE_MODES, "data.cache", f"must be one of {CACHE_MODES}, got {self.cache!r}")
+        _require(self.workers is None or 0 <= self.workers <= 64, "data.workers", "must be in [0, 64]")
 
 
 @dataclass
@@ -142,9 +147,14 @@ class TrainConfig:
     prompt: PromptSettings = field(default_factory=PromptSettings)
     seed: int = 0
     device: str = "auto"
+    checkpoint_every: int = 200  # optimizer steps between mid-epoch resume checkpoints; 0: at epoch ends only
+    log_every: int = 10  # steps between progress events (each reads the loss: one device sync)
+    compile: bool = False  # torch.compile the training forward (a minute of compiling; faster steps on GPU)
 
     def __post_init__(self):
         task = get_task(self.task)
+        _require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
+        _require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
         _require(self.method in task.methods, "method",
                  f"{self.task} supports {', '.join(task.methods)}, got {self.method!r}")
         _require(self.device in DEVICES, "device", f"must be one of {DEVICES}, got {self.device!r}")

@@ -1,8 +1,13 @@
 """The epoch loop every recipe shares: train, evaluate, keep the best, save resume state, report.
 
 A recipe builds its data, model and closures into a ``Trainee`` and calls ``fit``; ``finish_run``
-writes the final report. Resume state (``state/last.pt``) holds everything to continue exactly after
-the last finished epoch: model, optimizer, schedule, every RNG, the loader's generator and the history.
+writes the final report. Resume state (``state/last.pt``, written atomically) holds everything to
+continue exactly where it was saved: model, optimizer, schedule, every RNG (Python, numpy, torch,
+CUDA, the data order's and the augmentation's generators) and the history, plus, mid-epoch, the
+epoch's position (the data order's state at the epoch's start and the batches done). It is saved at
+every epoch's end, every ``checkpoint_every`` optimizer steps, and at a stop request (SIGTERM), so a
+run killed at any instant resumes from its last save and ends with the same weights, bit for bit on CPU.
+Loader workers draw no random numbers (augmentation runs on the training device), so they hold no state.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import yaml
 from torch.utils.data import DataLoader
 
 from edgetune.errors import InvalidArgument
-from edgetune.progress import EpochEnd, LogLine, ProgressSink
+from edgetune.progress import EpochEnd, LogLine, ProgressSink, TrainingStopped, stop_requested
 
 from edgetune.trainers import checkpoint as ckpt
 from edgetune.trainers.config import TrainConfig, config_from_dict
-from edgetune.trainers.loop import Batch, DeviceSetup, build_optimizer, build_scheduler, resolve_device, train_one_epoch
+from edgetune.trainers.loop import (Batch, DeviceSetup, EpochPosition, build_optimizer, build_scheduler,
+                                    resolve_device, train_one_epoch)
 from edgetune.trainers.report import plot_confusion, plot_curves
 from edgetune.trainers.run import RunFiles, RunResult
 
@@ -39,11 +45,15 @@ class FitState:
     best_epoch: int = 0
     stale: int = 0  # epochs since the metric last improved
     before: dict | None = None  # metrics of the base model (or the run being re-tuned), before training
+    position: dict | None = None  # mid-epoch: {"step", "loss_sum", "count", "epoch_rng"} of epoch + 1
 
 
 @dataclass
 class RunContext:
-    """One run being trained: its config, folder, device, data-order generator and progress sink."""
+    """One run being trained: its config, folder, device, generators and progress sink.
+
+    ``generator`` orders the training data; ``augment_generator`` draws augmentation parameters.
+    """
 
     cfg: TrainConfig
     files: RunFiles
@@ -51,6 +61,7 @@ class RunContext:
     generator: torch.Generator
     progress: ProgressSink
     resume: bool
+    augment_generator: torch.Generator = field(default_factory=torch.Generator)
 
     def log(self, message: str, level: str = "info") -> None:
         self.progress(LogLine(message, level=level))
@@ -85,13 +96,21 @@ def make_trainee(run: RunContext, model: nn.Module, loader: DataLoader, compute_
     return Trainee(model, loader, compute_loss, evaluate, save_best, opt, sched, train_mode)
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python and torch; returns the generator that orders the training data."""
+def seed_everything(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """Seed Python, numpy and torch; returns the generators of the data order and of augmentation."""
     random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(seed)
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
+    return torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+
+
+def compiled(model: nn.Module, enabled: bool, run: RunContext):
+    """``model`` itself, or (``compile``) its ``torch.compile``d forward for training steps. Weights,
+    checkpoints and evaluation keep using the eager module: both share the parameters."""
+    if not enabled:
+        return model
+    run.log("compiling the training forward (torch.compile; the first steps wait for it)")
+    return torch.compile(model)
 
 
 def begin_run(cfg: TrainConfig, out_dir: str | Path, resume: bool, progress: ProgressSink) -> RunContext:
@@ -99,10 +118,10 @@ def begin_run(cfg: TrainConfig, out_dir: str | Path, resume: bool, progress: Pro
     files = RunFiles(Path(out_dir))
     if not resume and (files.state.exists() or files.weights.exists()):
         raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
-    generator = seed_everything(cfg.seed)
+    generator, augment_generator = seed_everything(cfg.seed)
     setup = resolve_device(cfg.device)
     progress(LogLine(f"device: {setup.describe()}"))
-    return RunContext(cfg, files, setup, generator, progress, resume)
+    return RunContext(cfg, files, setup, generator, progress, resume, augment_generator)
 
 
 def _better(metric: str, new: float, best: float | None) -> bool:
@@ -123,27 +142,69 @@ def restore(run: RunContext, trainee: Trainee) -> FitState:
     trainee.opt.load_state_dict(state["optimizer"])
     trainee.sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng"):
+    if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     run.generator.set_state(state["loader_rng"])
+    if "augment_rng" in state:
+        run.augment_generator.set_state(state["augment_rng"])
     random.setstate(_to_tuple(state["python_rng"]))
-    run.log(f"resuming after epoch {state['epoch']}")
+    if "numpy_rng" in state:
+        kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
+        np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+    position = state.get("position")
+    where = f"at step {position['step']} of epoch {state['epoch'] + 1}" if position else f"after epoch {state['epoch']}"
+    run.log(f"resuming {where}")
     return FitState(state["epoch"], state["history"], state["best_metric"], state["best_epoch"], state["stale"],
-                    state.get("before"))
+                    state.get("before"), position)
+
+
+def _save_state(run: RunContext, trainee: Trainee, state: FitState) -> None:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    ckpt.save_training_state(run.files.state, {
+        "model": trainee.model.state_dict(), "optimizer": trainee.opt.state_dict(),
+        "scheduler": trainee.sched.state_dict(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loader_rng": run.generator.get_state(), "augment_rng": run.augment_generator.get_state(),
+        "python_rng": random.getstate(), "numpy_rng": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss),
+        **asdict(state)})
 
 
 def fit(run: RunContext, state: FitState, trainee: Trainee) -> FitState:
-    """Run the remaining epochs of ``run.cfg``; each ends with evaluation, the best checkpoint and resume state."""
+    """Run the remaining epochs of ``run.cfg``; each ends with evaluation, the best checkpoint and resume
+    state. Resume state is also saved every ``cfg.checkpoint_every`` optimizer steps and at a stop
+    request (then ``TrainingStopped`` is raised)."""
     cfg, model = run.cfg, trainee.model
     epochs, metric, patience = cfg.optim.epochs, cfg.optim.metric, cfg.optim.early_stopping_patience
+    sampler = trainee.loader.batch_sampler
     for epoch in range(state.epoch + 1, epochs + 1):
         if patience and state.stale >= patience:
             break
         t0 = time.monotonic()
         (trainee.train_mode or model.train)()
         eval_s = float(np.mean([h["seconds"] - h["train_seconds"] for h in state.history])) if state.history else 0.0
+        start = None
+        if state.position is not None:  # a mid-epoch resume: the same order, the batches not yet done
+            run.generator.set_state(state.position["epoch_rng"])
+            sampler.start = state.position["step"]
+            start = EpochPosition(state.position["step"], state.position["loss_sum"], state.position["count"])
+        epoch_rng = run.generator.get_state()
+        steps_done = 0
+
+        def after_step(pos: EpochPosition) -> None:
+            nonlocal steps_done
+            steps_done += 1
+            stop = stop_requested()
+            if stop or (cfg.checkpoint_every and steps_done % cfg.checkpoint_every == 0 and pos.step < len(sampler)):
+                state.position = {"step": pos.step, "loss_sum": float(pos.loss_sum), "count": pos.count,
+                                  "epoch_rng": epoch_rng}
+                _save_state(run, trainee, state)
+            if stop:
+                run.log(f"stopped at step {pos.step} of epoch {epoch}; resume continues from there")
+                raise TrainingStopped()
+
         train_loss = train_one_epoch(model, trainee.loader, trainee.opt, trainee.sched, trainee.compute_loss,
-                                     run.setup, cfg.optim.grad_accum, epoch, epochs, run.progress, eval_s)
+                                     run.setup, cfg.optim.grad_accum, epoch, epochs, run.progress, eval_s,
+                                     start, cfg.log_every, after_step)
         train_seconds = time.monotonic() - t0
         metrics = {"train_loss": train_loss, **trainee.evaluate()}
         seconds = time.monotonic() - t0
@@ -155,12 +216,8 @@ def fit(run: RunContext, state: FitState, trainee: Trainee) -> FitState:
             trainee.save_best(epoch, metrics)
         else:
             state.stale += 1
-        state.epoch = epoch
-        ckpt.save_training_state(run.files.state, {
-            "model": model.state_dict(), "optimizer": trainee.opt.state_dict(),
-            "scheduler": trainee.sched.state_dict(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "loader_rng": run.generator.get_state(), "python_rng": random.getstate(), **asdict(state)})
+        state.epoch, state.position = epoch, None
+        _save_state(run, trainee, state)
         run.progress(EpochEnd(epoch, epochs, metrics, seconds, improved))
     if patience and state.stale >= patience:
         run.log(f"early stopping: no {metric} improvement for {state.stale} epoch(s)")

@@ -43,6 +43,7 @@ def resolve_device(name: str) -> DeviceSetup:
         if not torch.cuda.is_available():
             raise InvalidArgument("device", "cuda requested but torch sees no CUDA device")
         bf16 = torch.cuda.is_bf16_supported(including_emulation=False)  # native bf16 only (Ampere+)
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: pick the fastest convolution once
         return DeviceSetup(torch.device("cuda"), torch.bfloat16 if bf16 else None, True)
     return DeviceSetup(torch.device("cpu"), None, False)
 
@@ -57,7 +58,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # Fused AdamW (one kernel for all parameters) where every trainable parameter is on CUDA.
+    fused = bool(decay or no_decay) and all(p.is_cuda for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int):
@@ -84,20 +87,24 @@ class Normalizer(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / 255.0 - self.mean) / self.std
+    def forward(self, x: torch.Tensor, augment=None) -> torch.Tensor:
+        x = x.float() / 255.0
+        if augment is not None:
+            x = augment(x)
+        return (x - self.mean) / self.std
 
 
 Batch = tuple[torch.Tensor, ...]  # what the loaders yield: (pixels, labels), (ids, mask, labels), ...
 Forward = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]  # batch -> (logits, labels) on the device
 
 
-def image_forward(model: nn.Module, norm: Normalizer, setup: DeviceSetup) -> Forward:
-    """uint8 image batches -> (logits, labels): normalized on the device, channels_last on CUDA."""
+def image_forward(model: nn.Module, norm: Normalizer, setup: DeviceSetup, augment=None) -> Forward:
+    """uint8 image batches -> (logits, labels): scaled, augmented (training) and normalized on the
+    device, channels_last on CUDA."""
 
     def forward(batch):
         x, y = batch
-        x = norm(x.to(setup.device, non_blocking=True))
+        x = norm(x.to(setup.device, non_blocking=True), augment)
         if setup.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return model(x), y.to(setup.device, non_blocking=True)
@@ -105,39 +112,89 @@ def image_forward(model: nn.Module, norm: Normalizer, setup: DeviceSetup) -> For
     return forward
 
 
+class LossWindow:
+    """The mean training loss over the steps since the last progress event, read without draining
+    the GPU: on CUDA each read starts an asynchronous copy and returns the previous window's mean
+    (one window late; the first read of an epoch and the last wait, as the epoch's end does anyway)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.sum, self.n = torch.zeros((), device=device), 0
+        self.pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.sum += loss.detach().float()
+        self.n += 1
+
+    def read(self, wait: bool = False) -> float:
+        mean, self.sum, self.n = self.sum / max(self.n, 1), torch.zeros_like(self.sum), 0
+        if not self.cuda or wait or self.pending is None:
+            self.pending = None
+            return float(mean)
+        host = torch.empty((), pin_memory=True)
+        host.copy_(mean, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        (prev, prev_event), self.pending = self.pending, (host, event)
+        prev_event.synchronize()  # recorded a window ago: long done
+        return float(prev)
+
+
+@dataclass
+class EpochPosition:
+    """How far an epoch got: batches done, and the summed training loss over ``count`` items.
+    Saved in a mid-epoch checkpoint; a resumed epoch starts from it."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    count: int = 0
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, sched,
                     compute_loss: Callable[[Batch], tuple[torch.Tensor, int]], setup: DeviceSetup,
-                    grad_accum: int, epoch: int, epochs: int, progress: ProgressSink, eval_s: float = 0.0
-                    ) -> float:
-    """One pass over ``loader``; returns the mean training loss.
+                    grad_accum: int, epoch: int, epochs: int, progress: ProgressSink, eval_s: float = 0.0,
+                    start: EpochPosition | None = None, log_every: int = 10,
+                    after_step: Callable[[EpochPosition], None] | None = None) -> float:
+    """One pass over ``loader`` (from ``start``); returns the mean training loss.
+
+    The device is never waited on per step: progress events come every ``log_every`` steps (and on
+    the last) with the loss read through ``LossWindow``, and the epoch's mean is read once at the end.
 
     Args:
         compute_loss: batch -> (mean loss over the batch, how many items it averages).
         eval_s: seconds an evaluation takes (measured on earlier epochs; 0 before the first), so
             the progress ETA covers the whole job: this epoch, its evaluation, and the epochs left.
+        start: where a resumed epoch stands (``loader`` then yields only the batches after it).
+        after_step: called after every optimizer step with the position (checkpoints, stop requests).
     """
-    steps = len(loader)
-    total, count = torch.zeros((), device=setup.device), 0
-    start = time.monotonic()
+    steps = len(loader.batch_sampler) if loader.batch_sampler is not None else len(loader)
+    start = start or EpochPosition()
+    total = torch.tensor(start.loss_sum, dtype=torch.float64, device=setup.device)
+    count = start.count
+    t0 = time.monotonic()
     opt.zero_grad(set_to_none=True)
     last_group = steps - steps % grad_accum if steps % grad_accum else steps - grad_accum
-    for i, batch in enumerate(loader):
+    window = LossWindow(setup.device)
+    for i, batch in enumerate(loader, start=start.step):
         with setup.autocast():
             loss, n = compute_loss(batch)
         # The last group of an epoch may be shorter: average over the batches it really has.
         group = grad_accum if i < last_group else steps - last_group
         (loss / group).backward()
+        total += loss.detach().double() * n
+        count += n
+        window.add(loss)
         if (i + 1) % grad_accum == 0 or i + 1 == steps:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-        total += loss.detach().float() * n
-        count += n
-        if progress is not None:
-            pace = (time.monotonic() - start) / (i + 1)
+            if after_step is not None:
+                after_step(EpochPosition(i + 1, total, count))
+        if progress is not None and ((i + 1) % log_every == 0 or i + 1 == steps):
+            pace = (time.monotonic() - t0) / (i + 1 - start.step)
             eta = pace * (steps - i - 1) + eval_s + (epochs - epoch) * (pace * steps + eval_s)
-            # .item() syncs the device; it is cheap next to a step and gives a live loss.
-            progress(StepProgress(epoch, epochs, i + 1, steps, float(loss.item()), sched.get_last_lr()[0], eta))
+            progress(StepProgress(epoch, epochs, i + 1, steps, window.read(wait=i + 1 == steps), sched.get_last_lr()[0],
+                                  eta))
     return float(total.item() / max(count, 1))
 
 

@@ -10,7 +10,7 @@ RUN/
   adapter/           peft methods: the unmerged adapter (the parity gate checks the merge)
   base.safetensors   peft methods on random-init weights: the base the adapter applies to
   prompt.safetensors prompt tuning: the trained virtual token embeddings
-  state/last.pt      resume state after the last finished epoch
+  state/last.pt      resume state (at an epoch end, every checkpoint_every steps, at SIGTERM)
   report.json        written when training ends: data report, per-epoch history, final per-class
                      metrics, confusion matrix, and ``degenerate`` (why the model is unusable, if it is)
   curves.png, confusion.png

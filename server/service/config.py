@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,11 @@ class ServerConfig:
     predictor_cache: int = 4  # warm ONNX Runtime sessions kept
     max_attempts: int = 3  # restarts a running job survives
     stall_timeout_s: float = 1800.0  # a worker with no event for this long is hung: killed, job FAILED
+
+    def cache_root(self) -> Path:
+        """The data cache (dataset indexes, decoded pixels, extracted archives) the service and its
+        workers share: ``$EDGETUNE_CACHE_DIR``, else ``DATA_DIR/cache``."""
+        return Path(os.environ.get("EDGETUNE_CACHE_DIR") or Path(self.data_dir) / "cache")
 
 
 def page_bounds(page_size: int, page_token: str) -> tuple[int, int]:

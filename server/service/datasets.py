@@ -129,7 +129,8 @@ class Upload:
         self.archive.unlink()
         root = _single_root(files)
         try:
-            _, _, report = load_image_data(str(root), None, 32, 0.2, skip_corrupt=False, seed=0)
+            _, _, report = load_image_data(str(root), None, 32, 0.2, skip_corrupt=False, seed=0, cache="off",
+                                        cache_root=cfg.cache_root())
         except DataError as e:
             raise DataError(e.subject.replace(str(root) + "/", "") if e.subject != "data.path" else "dataset",
                             e.message.replace(str(root) + "/", ""), e.files) from None

@@ -5,6 +5,10 @@ line with epoch/step, loss and the job's ETA when its stream is a TTY and prints
 lines otherwise, so logs stay quiet. The server persists the same events; ``edgetune remote
 watch`` and the demo show them through the terminal sink too. Durations read one way everywhere
 (``format_duration``).
+
+A stop request (``request_stop``, safe to call from a signal handler) is how a worker or the CLI
+asks training to end early: the training loop saves its resume state at the next optimizer step
+and raises ``TrainingStopped``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,24 @@ class LogLine:
 
 Event = Union[StepProgress, EpochEnd, LogLine]
 ProgressSink = Callable[[Event], None]
+
+
+class TrainingStopped(BaseException):
+    """Training ended at a stop request after saving its resume state (BaseException: no recipe
+    ``except Exception`` swallows it)."""
+
+
+_stop = False
+
+
+def request_stop(*_signal_args) -> None:
+    """Ask training to stop at its next optimizer step. Usable as a signal handler: it only sets a flag."""
+    global _stop
+    _stop = True
+
+
+def stop_requested() -> bool:
+    return _stop
 
 
 def silent(event: Event) -> None:

@@ -19,7 +19,7 @@ from edgetune.runtime.imaging import Preprocessing
 from edgetune.progress import EpochEnd
 from edgetune.trainers.models.image import create_model, default_normalization
 from edgetune.trainers.models.registry import ARCHITECTURES
-from edgetune.trainers.checkpoint import default_mode
+from edgetune.atomic import default_mode
 from edgetune.trainers.config import load_config
 from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.run import load_run

@@ -25,7 +25,8 @@ def test_stratified_split_keeps_every_class_on_both_sides(pattern_folder):
     assert report.classes == ["a", "b", "c"] and report.split == "stratified"
     assert report.train_per_class == {"a": 9, "b": 9, "c": 9}
     assert report.val_per_class == {"a": 3, "b": 3, "c": 3}
-    assert train.pixels.shape == (27, 16, 16, 3) and train.pixels.dtype == np.uint8
+    pixels = train.read(range(len(train)))
+    assert pixels.shape == (27, 16, 16, 3) and pixels.dtype == np.uint8
     assert not set(train.paths) & set(val.paths)
     assert not report.leakage and not report.duplicate_groups and not report.invalid
 

@@ -79,7 +79,7 @@ def test_the_eta_covers_the_whole_job_not_just_the_epoch(monkeypatch):
         return nn.functional.cross_entropy(logits, labels), len(labels)
 
     # Epoch 2 of 5, evaluations measured at 10 s: 1 s per step.
-    train_one_epoch(model, loader, opt, sched, compute_loss, setup, 1, 2, 5, events.append, eval_s=10.0)
+    train_one_epoch(model, loader, opt, sched, compute_loss, setup, 1, 2, 5, events.append, eval_s=10.0, log_every=1)
     etas = [e.eta_s for e in events]
     # After step 1: 3 steps + this epoch's evaluation + 3 more epochs of (4 steps + evaluation).
     assert etas[0] == pytest.approx(3 + 10 + 3 * (4 + 10))

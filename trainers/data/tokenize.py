@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+
+from edgetune.trainers.data.sampling import EpochBatches
 
 
 class TokenizedRows(Dataset):
@@ -39,3 +41,10 @@ def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]
     full = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
     cut = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
     return cut, [len(x) for x in full]
+
+
+def row_loader(rows: TokenizedRows, batch_size: int, collate, generator: torch.Generator | None = None
+               ) -> DataLoader:
+    """Batches of ``rows`` in ``EpochBatches`` order (shuffled by ``generator`` when given)."""
+    return DataLoader(rows, batch_sampler=EpochBatches(len(rows), batch_size, generator), collate_fn=collate,
+                      generator=torch.Generator().manual_seed(0))

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader
 
 from edgetune.errors import InvalidArgument
 from edgetune.progress import ProgressSink, silent
@@ -21,9 +20,11 @@ from edgetune.runtime.imaging import Preprocessing
 from edgetune.tasks import get_task
 from edgetune.trainers import checkpoint as ckpt
 from edgetune.trainers.config import TrainConfig
-from edgetune.trainers.data.images import DecodedSet, load_image_data
-from edgetune.trainers.data.tensors import ImageTensors
-from edgetune.trainers.fit import FitState, RunContext, begin_run, finish_run, fit, make_trainee, restore
+from edgetune.trainers.data.augment import BatchAugment
+from edgetune.trainers.data.images import ImageSet, load_image_data
+from edgetune.trainers.data.sampling import EpochBatches
+from edgetune.trainers.data.tensors import image_loader, loader_workers
+from edgetune.trainers.fit import FitState, RunContext, begin_run, compiled, finish_run, fit, make_trainee, restore
 from edgetune.trainers.loop import Normalizer, evaluate, image_forward, predict_logits, score
 from edgetune.trainers.methods import apply_method, plain_model, set_train_mode, trainable_parameters
 from edgetune.trainers.metrics import degenerate_reasons
@@ -41,13 +42,13 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         cfg: the resolved training config.
         out_dir: the run directory; must not hold a finished run unless ``resume``.
         progress: receives step, epoch and log events.
-        resume: continue from ``out_dir/state/last.pt`` after the last finished epoch.
+        resume: continue from ``out_dir/state/last.pt`` (mid-epoch when saved there).
     """
     run = begin_run(cfg, out_dir, resume, progress)
     prior = _prior_run(cfg)
     train_set, val_set, data = load_image_data(
         cfg.data.path, cfg.data.val_path, cfg.data.image_size, cfg.data.val_fraction, cfg.data.skip_corrupt,
-        cfg.seed, classes=prior["classes"] if prior else None)
+        cfg.seed, classes=prior["classes"] if prior else None, cache=cfg.data.cache, log=run.log)
     classes = data.classes
     run.log(data.summary())
     model, create_kwargs, weights = _base_model(cfg, len(classes), prior)
@@ -59,16 +60,22 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
     if run.setup.channels_last:
         model.to(memory_format=torch.channels_last)
 
-    train_loader = DataLoader(ImageTensors(train_set, cfg.data.augment, cfg.data.hflip),
-                              batch_size=cfg.optim.batch_size, shuffle=True, generator=run.generator,
-                              pin_memory=run.setup.device.type == "cuda")
-    val_loader = DataLoader(ImageTensors(val_set), batch_size=get_task(cfg.task).eval_batch)
+    cuda = run.setup.device.type == "cuda"
+    workers = loader_workers(train_set, cuda, cfg.data.workers)
+    train_loader = image_loader(train_set, EpochBatches(len(train_set), cfg.optim.batch_size, run.generator),
+                                workers, cuda)
+    val_loader = image_loader(val_set, EpochBatches(len(val_set), get_task(cfg.task).eval_batch),
+                              min(workers, 2), cuda)
+    run.log(f"data: {'decoded cache on disk' if train_set.pixels_file else 'decoding per batch'}, "
+            f"{workers} loader worker(s)")
     norm = Normalizer(prep.mean, prep.std).to(run.setup.device)
     forward = image_forward(model, norm, run.setup)
+    augment = BatchAugment(run.augment_generator, cfg.data.hflip) if cfg.data.augment else None
+    train_forward = image_forward(compiled(model, cfg.compile, run), norm, run.setup, augment)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
 
     def compute_loss(batch):
-        logits, labels = forward(batch)
+        logits, labels = train_forward(batch)
         return loss_fn(logits, labels), len(labels)
 
     meta = {"task": cfg.task, "arch": cfg.model.arch, "classes": classes, "image_size": cfg.data.image_size,
@@ -124,7 +131,7 @@ def _base_model(cfg: TrainConfig, num_classes: int, prior: dict | None) -> tuple
     return model, source.create_kwargs, load_base_weights(model, source)
 
 
-def _start(run: RunContext, val_set: DecodedSet, evaluate_prior) -> FitState:
+def _start(run: RunContext, val_set: ImageSet, evaluate_prior) -> FitState:
     """Create the run folder (only now: a run that fails set-up leaves nothing): the config, and
     held-out validation images for the export's parity gate. A re-tune records the model before."""
     state = FitState()
@@ -132,7 +139,7 @@ def _start(run: RunContext, val_set: DecodedSet, evaluate_prior) -> FitState:
     run.cfg.save(run.files.config)
     # Spread over the (class-ordered) val set so every class is represented.
     keep = np.unique(np.linspace(0, len(val_set.labels) - 1, PARITY_SAMPLES).astype(int))
-    ckpt.save_numpy(run.files.parity_samples, {"pixels": val_set.pixels[keep], "labels": val_set.labels[keep]},
+    ckpt.save_numpy(run.files.parity_samples, {"pixels": val_set.read(keep), "labels": val_set.labels[keep]},
                     {"paths": json.dumps([val_set.paths[i] for i in keep])})
     if evaluate_prior is not None:
         state.before = evaluate_prior()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch.utils.data import DataLoader
 
 from edgetune.errors import DataError, InvalidArgument
 from edgetune.progress import ProgressSink, silent
@@ -18,7 +17,7 @@ from edgetune.runtime.prompting import prompt_format
 from edgetune.tasks import PROMPT_TUNING, TEXT_GENERATION, get_task
 from edgetune.trainers.config import TrainConfig
 from edgetune.trainers.data.texts import add_token_lengths
-from edgetune.trainers.data.tokenize import TokenizedRows
+from edgetune.trainers.data.tokenize import TokenizedRows, row_loader
 from edgetune.trainers.fit import FitState, begin_run, finish_run, fit, make_trainee, restore
 from edgetune.trainers.generation import encode_pairs, evaluate_loss, generation_metrics, pad_pairs, response_loss
 from edgetune.trainers.recipes.text_steps import apply_text_method, prepare_text, start_text_run, text_checkpoint_saver
@@ -49,10 +48,8 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
     run.log(start.data.summary())
 
     collate = pad_pairs(tokenizer.pad_token_id)
-    train_loader = DataLoader(TokenizedRows(*zip(*train_pairs)), batch_size=cfg.optim.batch_size, shuffle=True,
-                              generator=run.generator, collate_fn=collate)
-    val_loader = DataLoader(TokenizedRows(*zip(*val_pairs)), batch_size=get_task(cfg.task).eval_batch,
-                            collate_fn=collate)
+    train_loader = row_loader(TokenizedRows(*zip(*train_pairs)), cfg.optim.batch_size, collate, run.generator)
+    val_loader = row_loader(TokenizedRows(*zip(*val_pairs)), get_task(cfg.task).eval_batch, collate)
     n_gen = min(GENERATION_SAMPLES, len(val_rows))
     prompts, references = val_rows.inputs[:n_gen], val_rows.targets[:n_gen]
     max_new = min(MAX_NEW_TOKENS, max(len(tokenizer(r)["input_ids"]) for r in references) + 1)

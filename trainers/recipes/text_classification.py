@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
 from edgetune.errors import InvalidArgument
 from edgetune.progress import ProgressSink, silent
 from edgetune.tasks import TEXT_CLASSIFICATION, get_task
 from edgetune.trainers.config import TrainConfig
 from edgetune.trainers.data.texts import add_token_lengths
-from edgetune.trainers.data.tokenize import TokenizedRows, encode, pad_collate
+from edgetune.trainers.data.tokenize import TokenizedRows, encode, pad_collate, row_loader
 from edgetune.trainers.fit import FitState, begin_run, finish_run, fit, make_trainee, restore
 from edgetune.trainers.loop import evaluate, predict_logits, score
 from edgetune.trainers.metrics import degenerate_reasons
@@ -35,7 +34,7 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
         cfg: the resolved config (task text_classification).
         out_dir: the run directory; must not hold a finished run unless ``resume``.
         progress: receives step, epoch and log events.
-        resume: continue from ``out_dir/state/last.pt`` after the last finished epoch.
+        resume: continue from ``out_dir/state/last.pt`` (mid-epoch when saved there).
     """
     if cfg.task != TEXT_CLASSIFICATION:
         raise InvalidArgument("task", f"train_text does not handle {cfg.task!r}")
@@ -53,11 +52,10 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
 
     label_of = {c: i for i, c in enumerate(classes)}
     collate = pad_collate(start.tokenizer.pad_token_id)
-    train_loader = DataLoader(TokenizedRows(train_ids, [label_of[y] for y in start.train.targets]),
-                              batch_size=cfg.optim.batch_size, shuffle=True, generator=run.generator,
-                              collate_fn=collate)
-    val_loader = DataLoader(TokenizedRows(val_ids, [label_of[y] for y in start.val.targets]),
-                            batch_size=get_task(cfg.task).eval_batch, collate_fn=collate)
+    train_loader = row_loader(TokenizedRows(train_ids, [label_of[y] for y in start.train.targets]),
+                              cfg.optim.batch_size, collate, run.generator)
+    val_loader = row_loader(TokenizedRows(val_ids, [label_of[y] for y in start.val.targets]),
+                            get_task(cfg.task).eval_batch, collate)
     forward = _forward(lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits, run.setup.device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
 

@@ -127,7 +127,26 @@ def _yaml_task(path: str | None) -> str | None:
     return tree.get("task") if isinstance(tree, dict) else None
 
 
+EXIT_STOPPED = 75  # SIGTERM: resume state saved, ``--resume`` continues (EX_TEMPFAIL, as the server's workers)
+
+
 def _train(args) -> int:
+    """``edgetune train``; SIGTERM saves the resume state at the next optimizer step and exits 75."""
+    import signal
+
+    from edgetune.progress import TrainingStopped, request_stop
+
+    signal.signal(signal.SIGTERM, request_stop)
+    out = args.resume or args.out
+    try:
+        return _train_run(args)
+    except TrainingStopped:
+        print(f"edgetune: stopped; the run's state is saved: continue with `edgetune train --resume {out}`",
+              file=sys.stderr)
+        return EXIT_STOPPED
+
+
+def _train_run(args) -> int:
     from edgetune.progress import TerminalProgress
     from edgetune.trainers.config import load_config
 

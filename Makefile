@@ -42,6 +42,8 @@ test-fast: $(DEV_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/train_epoch.py
+	$(BIN)/python bench/input_pipeline.py
+	$(BIN)/python bench/gpu_train.py
 	$(BIN)/python bench/grpc_predict.py
 	$(BIN)/python bench/text_latency.py
 	$(BIN)/python bench/generate.py

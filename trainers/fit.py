@@ -118,6 +118,9 @@ def begin_run(cfg: TrainConfig, out_dir: str | Path, resume: bool, progress: Pro
     files = RunFiles(Path(out_dir))
     if not resume and (files.state.exists() or files.weights.exists()):
         raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
+    if resume:  # a process killed while writing its state leaves the temp file behind
+        for tmp in files.state.parent.glob(f".{files.state.name}.*"):
+            tmp.unlink(missing_ok=True)
     generator, augment_generator = seed_everything(cfg.seed)
     setup = resolve_device(cfg.device)
     progress(LogLine(f"device: {setup.describe()}"))

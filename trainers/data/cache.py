@@ -73,5 +73,4 @@ def extracted_archive(archive: Path, extract, root: Path | None = None) -> Path:
 
 
 def free_bytes(path: Path) -> int:
-    path.mkdir(parents=True, exist_ok=True)
     return shutil.disk_usage(path).free

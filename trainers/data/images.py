@@ -207,6 +207,7 @@ def check_images(paths: list[str], size: int, cache: str = "auto", workers: int 
     if cache not in CACHE_MODES:
         raise DataError("data.cache", f"must be one of {CACHE_MODES}, got {cache!r}")
     folder = cache_dir(cache_root) / "images" / fingerprint(paths)
+    folder.mkdir(parents=True, exist_ok=True)
     index_file = folder / "index.json"
     known = None
     if index_file.is_file():

@@ -151,10 +151,6 @@ class ImageSet:
                 raise DataError(self.paths[i], f"image no longer decodes ({e}); it changed during training") from e
         return out
 
-    def subset(self, idx: list[int]) -> "ImageSet":
-        return ImageSet([self.paths[i] for i in idx], self.labels[idx], [self.hashes[i] for i in idx], self.size,
-                        self.rows[idx], self.pixels_file)
-
 
 @dataclass
 class FileCheck:

@@ -69,7 +69,7 @@ def run_plain(method: str, epochs: int, data: str) -> dict:
     from edgetune.trainers.models.weights import resolve_weights
 
     cfg = _config(method, epochs, data)
-    g = seed_everything(cfg.seed)
+    g, _ = seed_everything(cfg.seed)
     train, val, report = load_text_data(data, None, cfg.task, 0.2, False, cfg.seed,
                                         TextFields(text="SMS", label="Label"))
     classes = report.classes

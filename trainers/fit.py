@@ -8,6 +8,10 @@ epoch's position (the data order's state at the epoch's start and the batches do
 every epoch's end, every ``checkpoint_every`` optimizer steps, and at a stop request (SIGTERM), so a
 run killed at any instant resumes from its last save and ends with the same weights, bit for bit on CPU.
 Loader workers draw no random numbers (augmentation runs on the training device), so they hold no state.
+
+Under DDP (``distributed``) every process runs the same recipe: the same data order and augmentation,
+each on its share of every global batch; rank 0 alone writes files and progress, and the resume state
+holds every process's RNGs.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ import yaml
 from torch.utils.data import DataLoader
 
 from edgetune.errors import InvalidArgument
-from edgetune.progress import EpochEnd, LogLine, ProgressSink, TrainingStopped, stop_requested
+from edgetune.progress import EpochEnd, LogLine, ProgressSink, TrainingStopped, silent, stop_requested
 
 from edgetune.trainers import checkpoint as ckpt
+from edgetune.trainers import distributed
 from edgetune.trainers.config import TrainConfig, config_from_dict
+from edgetune.trainers.data.sampling import Share
+from edgetune.trainers.distributed import Dist
 from edgetune.trainers.loop import (Batch, DeviceSetup, EpochPosition, build_optimizer, build_scheduler,
                                     resolve_device, train_one_epoch)
 from edgetune.trainers.report import plot_confusion, plot_curves
@@ -62,6 +69,7 @@ class RunContext:
     progress: ProgressSink
     resume: bool
     augment_generator: torch.Generator = field(default_factory=torch.Generator)
+    dist: Dist = field(default_factory=Dist)
 
     def log(self, message: str, level: str = "info") -> None:
         self.progress(LogLine(message, level=level))
@@ -72,59 +80,74 @@ class Trainee:
     """What ``fit`` trains, and the recipe's steps it calls.
 
     Attributes:
-        compute_loss: batch -> (mean loss over the batch, how many items it averages).
+        compute_loss: (batch, its share of the global batch or None) -> (mean loss over the batch,
+            how many items it averages).
         evaluate: -> validation metrics, including ``cfg.optim.metric``.
         save_best: (epoch, metrics) -> writes the best checkpoint.
         train_mode: puts the model in training mode (default ``model.train()``).
+        no_sync: the DDP module's ``no_sync`` (gradient accumulation reduces once per step).
     """
 
     model: nn.Module
     loader: DataLoader
-    compute_loss: Callable[[Batch], tuple[torch.Tensor, int]]
+    compute_loss: Callable[[Batch, Share | None], tuple[torch.Tensor, int]]
     evaluate: Callable[[], dict]
     save_best: Callable[[int, dict], None]
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     train_mode: Callable[[], None] | None = None
+    no_sync: Callable | None = None
 
 
 def make_trainee(run: RunContext, model: nn.Module, loader: DataLoader, compute_loss, evaluate, save_best,
-                 train_mode: Callable[[], None] | None = None) -> Trainee:
-    """A ``Trainee`` with the config's optimizer and schedule over ``model``'s trainable parameters."""
+                 train_mode: Callable[[], None] | None = None, trains: nn.Module | None = None) -> Trainee:
+    """A ``Trainee`` with the config's optimizer and schedule over ``model``'s trainable parameters.
+    ``trains`` is the module the training steps call (``training_module``)."""
     opt = build_optimizer(model, run.cfg.optim)
     sched = build_scheduler(opt, run.cfg.optim, -(-len(loader) // run.cfg.optim.grad_accum))
-    return Trainee(model, loader, compute_loss, evaluate, save_best, opt, sched, train_mode)
+    no_sync = getattr(getattr(trains, "_orig_mod", trains), "no_sync", None)
+    return Trainee(model, loader, compute_loss, evaluate, save_best, opt, sched, train_mode, no_sync)
 
 
-def seed_everything(seed: int) -> tuple[torch.Generator, torch.Generator]:
-    """Seed Python, numpy and torch; returns the generators of the data order and of augmentation."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def seed_everything(seed: int, rank: int = 0) -> tuple[torch.Generator, torch.Generator]:
+    """Seed Python, numpy and torch (``seed + rank``: processes of one job draw different dropout);
+    returns the generators of the data order and of augmentation, the same on every process."""
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
     return torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
 
 
-def compiled(model: nn.Module, enabled: bool, run: RunContext):
-    """``model`` itself, or (``compile``) its ``torch.compile``d forward for training steps. Weights,
-    checkpoints and evaluation keep using the eager module: both share the parameters."""
-    if not enabled:
-        return model
+def training_module(run: RunContext, model: nn.Module) -> nn.Module:
+    """What the training steps call: ``model``, wrapped in DDP under several processes, and
+    ``torch.compile``d when the config asks. Weights, checkpoints and evaluation keep using
+    ``model``: they all share its parameters."""
+    trains = distributed.wrap(model, run.dist, run.setup.device)
+    if not run.cfg.compile:
+        return trains
     run.log("compiling the training forward (torch.compile; the first steps wait for it)")
-    return torch.compile(model)
+    return torch.compile(trains)
 
 
 def begin_run(cfg: TrainConfig, out_dir: str | Path, resume: bool, progress: ProgressSink) -> RunContext:
-    """The first steps of every recipe: refuse to overwrite a run, seed, pick the device."""
+    """The first steps of every recipe: join the job's processes (under a launcher such as
+    torchrun), refuse to overwrite a run, seed, pick the device."""
     files = RunFiles(Path(out_dir))
+    dist = distributed.from_env()
+    setup = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
+    dist = distributed.start(dist, setup.device.type == "cuda")
+    if not dist.is_main:
+        progress = silent
     if not resume and (files.state.exists() or files.weights.exists()):
         raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
-    if resume:  # a process killed while writing its state leaves the temp file behind
+    if resume and dist.is_main:  # a process killed while writing its state leaves the temp file behind
         for tmp in files.state.parent.glob(f".{files.state.name}.*"):
             tmp.unlink(missing_ok=True)
-    generator, augment_generator = seed_everything(cfg.seed)
-    setup = resolve_device(cfg.device)
-    progress(LogLine(f"device: {setup.describe()}"))
-    return RunContext(cfg, files, setup, generator, progress, resume, augment_generator)
+    dist.barrier()  # every process checked the folder before rank 0 writes to it
+    generator, augment_generator = seed_everything(cfg.seed, dist.rank)
+    progress(LogLine(f"device: {setup.describe()}"
+                     + (f" x {dist.world} processes (DDP)" if dist.enabled else "")))
+    return RunContext(cfg, files, setup, generator, progress, resume, augment_generator, dist)
 
 
 def _better(metric: str, new: float, best: float | None) -> bool:
@@ -144,31 +167,53 @@ def restore(run: RunContext, trainee: Trainee) -> FitState:
     trainee.model.load_state_dict(state["model"])
     trainee.opt.load_state_dict(state["optimizer"])
     trainee.sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
     run.generator.set_state(state["loader_rng"])
     if "augment_rng" in state:
         run.augment_generator.set_state(state["augment_rng"])
-    random.setstate(_to_tuple(state["python_rng"]))
-    if "numpy_rng" in state:
-        kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
-        np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+    saved = state.get("process_rngs") or [state]  # one per process (runs before DDP saved one)
+    if len(saved) == run.dist.world:
+        _set_process_rngs(saved[run.dist.rank])
+    else:  # another process count: the same global batches, other dropout draws
+        run.log(f"resuming with {run.dist.world} processes where {len(saved)} saved their state: "
+                f"dropout draws differ from an uninterrupted run", level="warning")
+        if run.dist.is_main:
+            _set_process_rngs(saved[0])
     position = state.get("position")
     where = f"at step {position['step']} of epoch {state['epoch'] + 1}" if position else f"after epoch {state['epoch']}"
     run.log(f"resuming {where}")
+    if position is not None and not run.dist.is_main:  # the epoch's loss so far counts once, on rank 0
+        position = {**position, "loss_sum": 0.0, "count": 0}
     return FitState(state["epoch"], state["history"], state["best_metric"], state["best_epoch"], state["stale"],
                     state.get("before"), position)
 
 
-def _save_state(run: RunContext, trainee: Trainee, state: FitState) -> None:
+def _process_rngs() -> dict:
+    """This process's RNG states: Python, numpy, torch and CUDA."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": random.getstate(), "numpy_rng": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss)}
+
+
+def _set_process_rngs(saved: dict) -> None:
+    torch.set_rng_state(saved["torch_rng"])
+    if saved.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    random.setstate(_to_tuple(saved["python_rng"]))
+    if "numpy_rng" in saved:
+        kind, keys, pos, has_gauss, gauss = saved["numpy_rng"]
+        np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+
+
+def _save_state(run: RunContext, trainee: Trainee, state: FitState) -> None:
+    """Every process's RNGs go to rank 0, which writes the state (all processes call this together)."""
+    rngs = run.dist.gather(_process_rngs())
+    if not run.dist.is_main:
+        return
     ckpt.save_training_state(run.files.state, {
         "model": trainee.model.state_dict(), "optimizer": trainee.opt.state_dict(),
-        "scheduler": trainee.sched.state_dict(), "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "scheduler": trainee.sched.state_dict(), **rngs[0], "process_rngs": rngs,
         "loader_rng": run.generator.get_state(), "augment_rng": run.augment_generator.get_state(),
-        "python_rng": random.getstate(), "numpy_rng": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss),
         **asdict(state)})
 
 
@@ -176,7 +221,7 @@ def fit(run: RunContext, state: FitState, trainee: Trainee) -> FitState:
     """Run the remaining epochs of ``run.cfg``; each ends with evaluation, the best checkpoint and resume
     state. Resume state is also saved every ``cfg.checkpoint_every`` optimizer steps and at a stop
     request (then ``TrainingStopped`` is raised)."""
-    cfg, model = run.cfg, trainee.model
+    cfg, model, dist = run.cfg, trainee.model, run.dist
     epochs, metric, patience = cfg.optim.epochs, cfg.optim.metric, cfg.optim.early_stopping_patience
     sampler = trainee.loader.batch_sampler
     for epoch in range(state.epoch + 1, epochs + 1):
@@ -196,10 +241,10 @@ def fit(run: RunContext, state: FitState, trainee: Trainee) -> FitState:
         def after_step(pos: EpochPosition) -> None:
             nonlocal steps_done
             steps_done += 1
-            stop = stop_requested()
+            stop = dist.any(stop_requested())  # processes see a SIGTERM at different steps: stop together
             if stop or (cfg.checkpoint_every and steps_done % cfg.checkpoint_every == 0 and pos.step < len(sampler)):
-                state.position = {"step": pos.step, "loss_sum": float(pos.loss_sum), "count": pos.count,
-                                  "epoch_rng": epoch_rng}
+                state.position = {"step": pos.step, "loss_sum": dist.sum_float(float(pos.loss_sum)),
+                                  "count": dist.sum_int(pos.count), "epoch_rng": epoch_rng}
                 _save_state(run, trainee, state)
             if stop:
                 run.log(f"stopped at step {pos.step} of epoch {epoch}; resume continues from there")
@@ -207,16 +252,18 @@ def fit(run: RunContext, state: FitState, trainee: Trainee) -> FitState:
 
         train_loss = train_one_epoch(model, trainee.loader, trainee.opt, trainee.sched, trainee.compute_loss,
                                      run.setup, cfg.optim.grad_accum, epoch, epochs, run.progress, eval_s,
-                                     start, cfg.log_every, after_step)
+                                     start, cfg.log_every, after_step, dist, trainee.no_sync)
         train_seconds = time.monotonic() - t0
-        metrics = {"train_loss": train_loss, **trainee.evaluate()}
+        # Every process evaluates (they stay in step); rank 0's metrics decide for all.
+        metrics = dist.broadcast({"train_loss": train_loss, **trainee.evaluate()})
         seconds = time.monotonic() - t0
         state.history.append({"epoch": epoch, **metrics, "seconds": seconds, "train_seconds": train_seconds,
                               "lr": trainee.sched.get_last_lr()[0]})
         improved = _better(metric, metrics[metric], state.best_metric)
         if improved:
             state.best_metric, state.best_epoch, state.stale = metrics[metric], epoch, 0
-            trainee.save_best(epoch, metrics)
+            if dist.is_main:
+                trainee.save_best(epoch, metrics)
         else:
             state.stale += 1
         state.epoch, state.position = epoch, None
@@ -224,7 +271,13 @@ def fit(run: RunContext, state: FitState, trainee: Trainee) -> FitState:
         run.progress(EpochEnd(epoch, epochs, metrics, seconds, improved))
     if patience and state.stale >= patience:
         run.log(f"early stopping: no {metric} improvement for {state.stale} epoch(s)")
+    dist.barrier()  # the best checkpoint is on disk for every process
     return state
+
+
+def follower_result(run: RunContext, state: FitState) -> RunResult:
+    """What a recipe returns on a process other than rank 0 (which writes the final report)."""
+    return RunResult(run.files.root, state.best_epoch, {}, {})
 
 
 def finish_run(run: RunContext, state: FitState, report: dict, final: dict,

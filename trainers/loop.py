@@ -17,6 +17,8 @@ from edgetune.errors import InvalidArgument
 from edgetune.progress import ProgressSink, StepProgress
 
 from edgetune.trainers.config import OptimConfig
+from edgetune.trainers.data.sampling import Share
+from edgetune.trainers.distributed import Dist
 from edgetune.trainers.metrics import confusion_matrix, summarize
 
 
@@ -38,13 +40,18 @@ class DeviceSetup:
         return f"{self.device.type} ({amp}{', channels_last' if self.channels_last else ''})"
 
 
-def resolve_device(name: str) -> DeviceSetup:
+def resolve_device(name: str, index: int | None = None) -> DeviceSetup:
+    """``auto``: CUDA when torch sees it, else the CPU. ``index``: which of the visible GPUs (a DDP
+    process's local rank)."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise InvalidArgument("device", "cuda requested but torch sees no CUDA device")
+        if index is not None and index >= torch.cuda.device_count():
+            raise InvalidArgument("gpus", f"process {index} has no GPU: torch sees {torch.cuda.device_count()}")
         bf16 = torch.cuda.is_bf16_supported(including_emulation=False)  # native bf16 only (Ampere+)
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: pick the fastest convolution once
-        return DeviceSetup(torch.device("cuda"), torch.bfloat16 if bf16 else None, True)
+        return DeviceSetup(torch.device("cuda", index) if index is not None else torch.device("cuda"),
+                           torch.bfloat16 if bf16 else None, True)
     return DeviceSetup(torch.device("cpu"), None, False)
 
 
@@ -100,11 +107,12 @@ Forward = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]  # batch -> (logi
 
 def image_forward(model: nn.Module, norm: Normalizer, setup: DeviceSetup, augment=None) -> Forward:
     """uint8 image batches -> (logits, labels): scaled, augmented (training) and normalized on the
-    device, channels_last on CUDA."""
+    device, channels_last on CUDA. ``share`` (a training step's place in its global batch) goes to
+    the augmentation."""
 
-    def forward(batch):
+    def forward(batch, share: Share | None = None):
         x, y = batch
-        x = norm(x.to(setup.device, non_blocking=True), augment)
+        x = norm(x.to(setup.device, non_blocking=True), augment and (lambda t: augment(t, share)))
         if setup.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return model(x), y.to(setup.device, non_blocking=True)
@@ -151,23 +159,35 @@ class EpochPosition:
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, sched,
-                    compute_loss: Callable[[Batch], tuple[torch.Tensor, int]], setup: DeviceSetup,
+                    compute_loss: Callable[[Batch, Share | None], tuple[torch.Tensor, int]], setup: DeviceSetup,
                     grad_accum: int, epoch: int, epochs: int, progress: ProgressSink, eval_s: float = 0.0,
                     start: EpochPosition | None = None, log_every: int = 10,
-                    after_step: Callable[[EpochPosition], None] | None = None) -> float:
+                    after_step: Callable[[EpochPosition], None] | None = None, dist: Dist | None = None,
+                    no_sync: Callable[[], contextlib.AbstractContextManager] | None = None) -> float:
     """One pass over ``loader`` (from ``start``); returns the mean training loss.
 
     The device is never waited on per step: progress events come every ``log_every`` steps (and on
     the last) with the loss read through ``LossWindow``, and the epoch's mean is read once at the end.
 
+    Under DDP (``dist``) each process's loss is weighted by its share of the global batch's items
+    (rows, or response tokens), so the averaged gradients equal one process's on the whole batch;
+    ``start`` and the returned mean then count every process's items.
+
     Args:
-        compute_loss: batch -> (mean loss over the batch, how many items it averages).
+        compute_loss: (batch, its ``Share`` of the global batch, or None) -> (mean loss over the
+            batch, how many items it averages).
         eval_s: seconds an evaluation takes (measured on earlier epochs; 0 before the first), so
             the progress ETA covers the whole job: this epoch, its evaluation, and the epochs left.
         start: where a resumed epoch stands (``loader`` then yields only the batches after it).
         after_step: called after every optimizer step with the position (checkpoints, stop requests).
+        no_sync: the DDP module's ``no_sync``: gradients of accumulation steps are reduced only once.
     """
-    steps = len(loader.batch_sampler) if loader.batch_sampler is not None else len(loader)
+    dist = dist or Dist()
+    sampler = loader.batch_sampler
+    steps = len(sampler) if sampler is not None else len(loader)
+    shares = getattr(sampler, "share", None)
+    if dist.enabled and shares is None:
+        raise ValueError("distributed training needs EpochBatches (each process's share of a global batch)")
     start = start or EpochPosition()
     total = torch.tensor(start.loss_sum, dtype=torch.float64, device=setup.device)
     count = start.count
@@ -176,15 +196,22 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
     last_group = steps - steps % grad_accum if steps % grad_accum else steps - grad_accum
     window = LossWindow(setup.device)
     for i, batch in enumerate(loader, start=start.step):
-        with setup.autocast():
-            loss, n = compute_loss(batch)
+        share = shares(i) if shares is not None else None
+        boundary = (i + 1) % grad_accum == 0 or i + 1 == steps
         # The last group of an epoch may be shorter: average over the batches it really has.
         group = grad_accum if i < last_group else steps - last_group
-        (loss / group).backward()
+        with (no_sync() if no_sync is not None and not boundary else contextlib.nullcontext()):
+            with setup.autocast():
+                loss, n = compute_loss(batch, share)
+            weight = 1.0
+            if dist.enabled:
+                n = n if share.size else 0  # a padded share: joins the all-reduce, adds nothing
+                weight = n * dist.world / dist.sum_int(n)  # DDP averages over processes
+            (loss * (weight / group)).backward()
         total += loss.detach().double() * n
         count += n
         window.add(loss)
-        if (i + 1) % grad_accum == 0 or i + 1 == steps:
+        if boundary:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -195,7 +222,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
             eta = pace * (steps - i - 1) + eval_s + (epochs - epoch) * (pace * steps + eval_s)
             progress(StepProgress(epoch, epochs, i + 1, steps, window.read(wait=i + 1 == steps), sched.get_last_lr()[0],
                                   eta))
-    return float(total.item() / max(count, 1))
+    return dist.sum_float(float(total.item())) / max(dist.sum_int(count), 1)
 
 
 @torch.inference_mode()

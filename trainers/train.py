@@ -12,6 +12,7 @@ import yaml
 from edgetune.errors import InvalidArgument
 from edgetune.progress import ProgressSink, silent
 from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_GENERATION
+from edgetune.trainers import distributed
 from edgetune.trainers.config import TrainConfig, config_from_dict
 from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.recipes.instruction import train_instruct
@@ -23,8 +24,12 @@ RECIPES = {IMAGE_CLASSIFICATION: train_image, TEXT_CLASSIFICATION: train_text, T
 
 def train(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = silent, resume: bool = False
           ) -> RunResult:
-    """Fine-tune per ``cfg.task`` and write the run directory (see ``run.py``)."""
-    return RECIPES[cfg.task](cfg, out_dir, progress, resume)
+    """Fine-tune per ``cfg.task`` and write the run directory (see ``run.py``). Under a launcher
+    (torchrun: ``RANK``, ``WORLD_SIZE`` set) this process is one of the job's DDP processes."""
+    try:
+        return RECIPES[cfg.task](cfg, out_dir, progress, resume)
+    finally:
+        distributed.stop()
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:

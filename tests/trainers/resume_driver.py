@@ -1,4 +1,5 @@
-"""A training process for the kill tests: ``python -m tests.trainers.resume_driver CONFIG OUT [--resume]``.
+"""A training process for the kill tests: ``python -m tests.trainers.resume_driver CONFIG OUT [--resume]``
+(also as each process of a DDP job started by ``edgetune.launch``: rank 0 prints).
 
 Prints ``step EPOCH STEP`` after every optimizer step's progress event (the step's checkpoint, when
 it has one, is already written), stops like a worker at SIGTERM (exit 75), and prints its peak RSS
@@ -10,6 +11,7 @@ import resource
 import signal
 import sys
 
+from edgetune.launch import record_exit
 from edgetune.progress import StepProgress, TrainingStopped, request_stop
 from edgetune.trainers.config import load_config
 from edgetune.trainers.train import train
@@ -30,9 +32,10 @@ def main() -> int:
     try:
         train(cfg, out, sink, resume="--resume" in sys.argv)
     except TrainingStopped:
-        return 75
-    print(f"peak_rss_kb {max(peak)}", flush=True)
-    return 0
+        return record_exit(75)
+    if peak:  # rank 0 of a DDP job, or a single process
+        print(f"peak_rss_kb {max(peak)}", flush=True)
+    return record_exit(0)
 
 
 if __name__ == "__main__":

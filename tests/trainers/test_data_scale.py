@@ -17,7 +17,7 @@ from edgetune.trainers.config import load_config
 from edgetune.trainers.data import images
 from edgetune.trainers.data.augment import BatchAugment
 from edgetune.trainers.data.images import load_image_data
-from edgetune.trainers.data.sampling import EpochBatches, local_part
+from edgetune.trainers.data.sampling import EpochBatches, Share, share_of
 from tests.conftest import write_pattern_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ def test_cached_pixels_equal_decoding_and_the_cache_can_be_off(tmp_path):
 
 
 def test_an_archive_is_extracted_once_into_the_cache(tmp_path):
-    data = write_pattern_folder(tmp_path / "d")
+    write_pattern_folder(tmp_path / "d")
     archive = shutil.make_archive(str(tmp_path / "d"), "zip", tmp_path, "d")
     train, _, _ = _report(archive, tmp_path / "c")
     assert Path(train.paths[0]).is_relative_to(tmp_path / "c" / "extracted")
@@ -100,8 +100,26 @@ def test_epoch_batches_follow_random_sampler_order_and_resume_mid_epoch():
     batches.start = 2  # a resume after two batches: the same order, only the last batch
     assert list(batches) == [expected[8:]]
     assert list(batches) != [expected[8:]]  # start applies once; the next epoch is a full new order
-    parts = [local_part(list(range(7)), r, 2) for r in range(2)]
-    assert parts == [[0, 1, 2], [3, 4, 5, 6]]
+    assert [share_of(7, r, 2) for r in range(2)] == [Share(0, 4, 7), Share(4, 3, 7)]
+
+
+def test_processes_split_every_global_batch_and_pad_an_empty_share():
+    """Under DDP the ranks' shares of each global batch are disjoint, contiguous and cover it; a
+    share of a short last batch that has no item gets the batch's first, weighted zero (size 0)."""
+    world, n, batch = 3, 11, 5  # global batches of 5, 5 and 1
+    g = torch.Generator().manual_seed(4)
+    state = g.get_state()
+    single = list(EpochBatches(n, batch, g))
+    per_rank = []
+    for r in range(world):
+        g.set_state(state)
+        per_rank.append(list(EpochBatches(n, batch, g, r, world)))
+    for b, whole in enumerate(single):
+        shares = [EpochBatches(n, batch, None, r, world).share(b) for r in range(world)]
+        assert [i for r in range(world) if shares[r].size for i in per_rank[r][b]] == whole
+        assert sum(s.size for s in shares) == len(whole)
+    assert [s.size for s in (EpochBatches(n, batch, None, r, world).share(2) for r in range(world))] == [1, 0, 0]
+    assert per_rank[1][2] == per_rank[2][2] == single[2]
 
 
 def _smooth_jpegs(root: Path, n: int, size: int) -> None:

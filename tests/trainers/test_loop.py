@@ -27,7 +27,7 @@ def test_gradient_accumulation_averages_each_group_including_a_short_last_one():
     setup = resolve_device("cpu")
     forward = image_forward(model, norm, setup)
 
-    def compute_loss(batch):
+    def compute_loss(batch, share=None):
         logits, labels = forward(batch)
         return nn.functional.cross_entropy(logits, labels), len(labels)
 
@@ -74,7 +74,7 @@ def test_the_eta_covers_the_whole_job_not_just_the_epoch(monkeypatch):
     monkeypatch.setattr("edgetune.trainers.loop.time.monotonic", lambda: float(next(clock)))
     events = []
 
-    def compute_loss(batch):
+    def compute_loss(batch, share=None):
         logits, labels = forward(batch)
         return nn.functional.cross_entropy(logits, labels), len(labels)
 

@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from edgetune.trainers.data.sampling import Share
+
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's contrast uses
 
 
@@ -40,8 +42,13 @@ class BatchAugment:
         colour = torch.stack([1 + self.brightness * (2 * u[:, 5] - 1), 1 + self.contrast * (2 * u[:, 6] - 1)], 1)
         return theta, colour
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        theta, colour = self.params(x.shape[0])
+    def __call__(self, x: torch.Tensor, share: Share | None = None) -> torch.Tensor:
+        """``x`` augmented. Under DDP (``share``) the parameters are drawn for the whole global batch
+        and this process takes its share's rows: K processes augment exactly as one would."""
+        if share is None:
+            theta, colour = self.params(x.shape[0])
+        else:
+            theta, colour = (t[share.rows()] for t in self.params(share.total))
         if x.is_cuda:  # a copy from pinned memory does not wait for the GPU to drain (pageable would)
             theta, colour = theta.pin_memory(), colour.pin_memory()
         theta = theta.to(x.device, non_blocking=True)

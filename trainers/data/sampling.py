@@ -3,14 +3,49 @@
 ``EpochBatches`` draws each epoch's permutation from its generator when the epoch starts (as
 ``RandomSampler`` does, so the order is the same), which makes an epoch reproducible from the
 generator's state at its start: save that state and the number of batches done, and a resumed run
-trains the same remaining batches in the same order. Under DDP each process takes its contiguous
-part of every global batch, so K processes see the same global batches as one.
+trains the same remaining batches in the same order. Under DDP every process draws the same
+permutation and takes its contiguous share of every global batch (``Share``), so K processes train
+on the same global batches as one.
+
+With ``lengths`` (text), batches are length-grouped as Hugging Face's ``group_by_length`` does: the
+epoch's permutation is cut into runs of ``MEGA_BATCHES`` batches, each sorted longest first, so a
+batch pads to rows of similar length while the epoch's order stays random.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 from torch.utils.data import Sampler
+
+MEGA_BATCHES = 50
+
+
+@dataclass(frozen=True)
+class Share:
+    """A process's part of global batch: items ``[offset, offset + size)`` of ``total``.
+
+    ``size == 0`` happens when a short last batch has fewer items than there are processes: that
+    process still trains on one item of the batch (every process must join each gradient
+    all-reduce), weighted zero.
+    """
+
+    offset: int
+    size: int
+    total: int
+
+    def rows(self) -> slice:
+        """Which items of the global batch this process trains on (the first one when ``size == 0``)."""
+        return slice(self.offset, self.offset + self.size) if self.size else slice(0, 1)
+
+
+def share_of(total: int, rank: int, world: int) -> Share:
+    """Process ``rank``'s share of a global batch of ``total`` (sizes differ by at most one; lower
+    ranks take the extra items, so rank 0 is never empty)."""
+    base, extra = divmod(total, world)
+    return Share(rank * base + min(rank, extra), base + (rank < extra), total)
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -18,26 +53,36 @@ class EpochBatches(Sampler[list[int]]):
 
     Args:
         generator: shuffles each epoch when given; ``None`` keeps the order (evaluation).
-        rank, world: this process's part of every global batch of ``batch_size``.
+        rank, world: this process's share of every global batch of ``batch_size``.
+        lengths: each example's length: group shuffled batches by length (see above).
     """
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator | None = None, rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, lengths: Sequence[int] | None = None):
         self.n, self.batch_size, self.generator, self.rank, self.world = n, batch_size, generator, rank, world
+        self.lengths = lengths
         self.start = 0  # batches of the next epoch to skip (set by a mid-epoch resume; reset on use)
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
+    def share(self, b: int) -> Share:
+        """This process's share of global batch ``b``."""
+        return share_of(min(self.batch_size, self.n - b * self.batch_size), self.rank, self.world)
+
+    def order(self) -> list[int]:
+        """The next epoch's order of examples (a shuffle draws from the generator)."""
+        if self.generator is None:
+            return list(range(self.n))
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        if self.lengths is not None:
+            mega = self.batch_size * MEGA_BATCHES
+            order = [i for s in range(0, self.n, mega)
+                     for i in sorted(order[s:s + mega], key=lambda i: -self.lengths[i])]
+        return order
+
     def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator).tolist() if self.generator is not None \
-            else list(range(self.n))
+        order = self.order()
         start, self.start = self.start, 0
         for b in range(start, len(self)):
-            yield local_part(order[b * self.batch_size:(b + 1) * self.batch_size], self.rank, self.world)
-
-
-def local_part(batch: list, rank: int, world: int) -> list:
-    """Process ``rank``'s contiguous share of a global batch (sizes differ by at most one)."""
-    n = len(batch)
-    return batch[rank * n // world:(rank + 1) * n // world]
+            yield order[b * self.batch_size:(b + 1) * self.batch_size][self.share(b).rows()]

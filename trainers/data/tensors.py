@@ -43,15 +43,15 @@ def _as_is(batch):
     return batch
 
 
-def loader_workers(images: ImageSet, cuda: bool, requested: int | None = None) -> int:
+def loader_workers(images: ImageSet, cuda: bool, requested: int | None = None, processes: int = 1) -> int:
     """Worker processes for a loader: as asked, else from the cores. Reading the decoded cache on
     a CPU run needs none (it costs less than sending batches between processes); decoding files,
-    or feeding a GPU, takes every core but the training process's."""
+    or feeding a GPU, takes every core but the training processes' (``processes`` share the node)."""
     if requested is not None:
         return requested
     if images.pixels_file is not None and not cuda:
         return 0
-    return max(1, min(MAX_WORKERS, cpu_cores() - 1))
+    return max(1, min(MAX_WORKERS, cpu_cores() // processes - 1))
 
 
 def image_loader(images: ImageSet, batches: EpochBatches, workers: int, pin_memory: bool) -> DataLoader:

@@ -6,6 +6,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from edgetune.trainers.data.sampling import EpochBatches
+from edgetune.trainers.distributed import Dist
+
+ENCODE_CHUNK = 2048  # rows per call to the (batched, Rust) tokenizer
 
 
 class TokenizedRows(Dataset):
@@ -37,14 +40,21 @@ def pad_collate(pad_id: int):
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], list[int]]:
-    """Token ids truncated to ``max_length`` (special tokens kept), and the untruncated lengths."""
-    full = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-    cut = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
-    return cut, [len(x) for x in full]
+    """Token ids truncated to ``max_length`` (special tokens kept), and the untruncated lengths.
+    Encoded in chunks: only the truncated ids are kept."""
+    cut, lengths = [], []
+    for s in range(0, len(texts), ENCODE_CHUNK):
+        chunk = texts[s:s + ENCODE_CHUNK]
+        lengths += [len(x) for x in tokenizer(chunk, add_special_tokens=True, truncation=False)["input_ids"]]
+        cut += tokenizer(chunk, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    return cut, lengths
 
 
-def row_loader(rows: TokenizedRows, batch_size: int, collate, generator: torch.Generator | None = None
-               ) -> DataLoader:
-    """Batches of ``rows`` in ``EpochBatches`` order (shuffled by ``generator`` when given)."""
-    return DataLoader(rows, batch_sampler=EpochBatches(len(rows), batch_size, generator), collate_fn=collate,
-                      generator=torch.Generator().manual_seed(0))
+def row_loader(rows: TokenizedRows, batch_size: int, collate, generator: torch.Generator | None = None,
+               dist: Dist | None = None, group_by_length: bool = False) -> DataLoader:
+    """Batches of ``rows`` in ``EpochBatches`` order: shuffled by ``generator`` when given,
+    length-grouped with ``group_by_length``, this process's share of each under DDP."""
+    dist = dist or Dist()
+    lengths = [len(ids) for ids in rows.ids] if group_by_length else None
+    batches = EpochBatches(len(rows), batch_size, generator, dist.rank, dist.world, lengths)
+    return DataLoader(rows, batch_sampler=batches, collate_fn=collate, generator=torch.Generator().manual_seed(0))

@@ -24,7 +24,8 @@ from edgetune.trainers.data.augment import BatchAugment
 from edgetune.trainers.data.images import ImageSet, load_image_data
 from edgetune.trainers.data.sampling import EpochBatches
 from edgetune.trainers.data.tensors import image_loader, loader_workers
-from edgetune.trainers.fit import FitState, RunContext, begin_run, compiled, finish_run, fit, make_trainee, restore
+from edgetune.trainers.fit import (FitState, RunContext, begin_run, finish_run, fit, follower_result, make_trainee,
+                                   restore, training_module)
 from edgetune.trainers.loop import Normalizer, evaluate, image_forward, predict_logits, score
 from edgetune.trainers.methods import apply_method, plain_model, set_train_mode, trainable_parameters
 from edgetune.trainers.metrics import degenerate_reasons
@@ -46,9 +47,10 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
     """
     run = begin_run(cfg, out_dir, resume, progress)
     prior = _prior_run(cfg)
-    train_set, val_set, data = load_image_data(
-        cfg.data.path, cfg.data.val_path, cfg.data.image_size, cfg.data.val_fraction, cfg.data.skip_corrupt,
-        cfg.seed, classes=prior["classes"] if prior else None, cache=cfg.data.cache, log=run.log)
+    with run.dist.main_first():  # under DDP the others then read what rank 0 cached
+        train_set, val_set, data = load_image_data(
+            cfg.data.path, cfg.data.val_path, cfg.data.image_size, cfg.data.val_fraction, cfg.data.skip_corrupt,
+            cfg.seed, classes=prior["classes"] if prior else None, cache=cfg.data.cache, log=run.log)
     classes = data.classes
     run.log(data.summary())
     model, create_kwargs, weights = _base_model(cfg, len(classes), prior)
@@ -61,9 +63,9 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         model.to(memory_format=torch.channels_last)
 
     cuda = run.setup.device.type == "cuda"
-    workers = loader_workers(train_set, cuda, cfg.data.workers)
-    train_loader = image_loader(train_set, EpochBatches(len(train_set), cfg.optim.batch_size, run.generator),
-                                workers, cuda)
+    workers = loader_workers(train_set, cuda, cfg.data.workers, run.dist.world)
+    batches = EpochBatches(len(train_set), cfg.optim.batch_size, run.generator, run.dist.rank, run.dist.world)
+    train_loader = image_loader(train_set, batches, workers, cuda)
     val_loader = image_loader(val_set, EpochBatches(len(val_set), get_task(cfg.task).eval_batch),
                               min(workers, 2), cuda)
     run.log(f"data: {'decoded cache on disk' if train_set.pixels_file else 'decoding per batch'}, "
@@ -71,11 +73,12 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
     norm = Normalizer(prep.mean, prep.std).to(run.setup.device)
     forward = image_forward(model, norm, run.setup)
     augment = BatchAugment(run.augment_generator, cfg.data.hflip) if cfg.data.augment else None
-    train_forward = image_forward(compiled(model, cfg.compile, run), norm, run.setup, augment)
+    trains = training_module(run, model)
+    train_forward = image_forward(trains, norm, run.setup, augment)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
 
-    def compute_loss(batch):
-        logits, labels = train_forward(batch)
+    def compute_loss(batch, share=None):
+        logits, labels = train_forward(batch, share)
         return loss_fn(logits, labels), len(labels)
 
     meta = {"task": cfg.task, "arch": cfg.model.arch, "classes": classes, "image_size": cfg.data.image_size,
@@ -90,9 +93,11 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
         return evaluate(model, val_loader, forward, run.setup, len(classes))[0]
 
     trainee = make_trainee(run, model, train_loader, compute_loss, val_metrics, save_best,
-                           train_mode=lambda: set_train_mode(model, cfg.method))
+                           train_mode=lambda: set_train_mode(model, cfg.method), trains=trains)
     state = restore(run, trainee) if resume else _start(run, val_set, val_metrics if prior else None)
     state = fit(run, state, trainee)
+    if not run.dist.is_main:
+        return follower_result(run, state)
 
     # Final report on the best checkpoint, rebuilt from disk exactly as export will load it.
     best = load_run(run.files.root).model.to(run.setup.device)
@@ -135,12 +140,13 @@ def _start(run: RunContext, val_set: ImageSet, evaluate_prior) -> FitState:
     """Create the run folder (only now: a run that fails set-up leaves nothing): the config, and
     held-out validation images for the export's parity gate. A re-tune records the model before."""
     state = FitState()
-    run.files.root.mkdir(parents=True, exist_ok=True)
-    run.cfg.save(run.files.config)
-    # Spread over the (class-ordered) val set so every class is represented.
-    keep = np.unique(np.linspace(0, len(val_set.labels) - 1, PARITY_SAMPLES).astype(int))
-    ckpt.save_numpy(run.files.parity_samples, {"pixels": val_set.read(keep), "labels": val_set.labels[keep]},
-                    {"paths": json.dumps([val_set.paths[i] for i in keep])})
+    if run.dist.is_main:
+        run.files.root.mkdir(parents=True, exist_ok=True)
+        run.cfg.save(run.files.config)
+        # Spread over the (class-ordered) val set so every class is represented.
+        keep = np.unique(np.linspace(0, len(val_set.labels) - 1, PARITY_SAMPLES).astype(int))
+        ckpt.save_numpy(run.files.parity_samples, {"pixels": val_set.read(keep), "labels": val_set.labels[keep]},
+                        {"paths": json.dumps([val_set.paths[i] for i in keep])})
     if evaluate_prior is not None:
         state.before = evaluate_prior()
         run.log(f"before re-tuning: {state.before}")

@@ -18,7 +18,8 @@ from edgetune.tasks import PROMPT_TUNING, TEXT_GENERATION, get_task
 from edgetune.trainers.config import TrainConfig
 from edgetune.trainers.data.texts import add_token_lengths
 from edgetune.trainers.data.tokenize import TokenizedRows, row_loader
-from edgetune.trainers.fit import FitState, begin_run, finish_run, fit, make_trainee, restore
+from edgetune.trainers.fit import (FitState, begin_run, finish_run, fit, follower_result, make_trainee, restore,
+                                   training_module)
 from edgetune.trainers.generation import encode_pairs, evaluate_loss, generation_metrics, pad_pairs, response_loss
 from edgetune.trainers.recipes.text_steps import apply_text_method, prepare_text, start_text_run, text_checkpoint_saver
 from edgetune.trainers.run import PARITY_SAMPLES, RunResult, load_run, load_unmerged
@@ -48,7 +49,8 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
     run.log(start.data.summary())
 
     collate = pad_pairs(tokenizer.pad_token_id)
-    train_loader = row_loader(TokenizedRows(*zip(*train_pairs)), cfg.optim.batch_size, collate, run.generator)
+    train_loader = row_loader(TokenizedRows(*zip(*train_pairs)), cfg.optim.batch_size, collate, run.generator,
+                              run.dist, group_by_length=True)
     val_loader = row_loader(TokenizedRows(*zip(*val_pairs)), get_task(cfg.task).eval_batch, collate)
     n_gen = min(GENERATION_SAMPLES, len(val_rows))
     prompts, references = val_rows.inputs[:n_gen], val_rows.targets[:n_gen]
@@ -65,8 +67,10 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
     meta = {"task": cfg.task, "arch": cfg.model.arch, "classes": [], "max_length": cfg.data.max_length,
             "method": cfg.method, "weights": start.weights["source"], "prompt_format": fmt,
             "max_new_tokens": max_new, "base": start.base_meta()}
-    trainee = make_trainee(run, model, train_loader, lambda batch: _loss(model, batch, run.setup.device),
-                           lambda: evaluate_loss(model, val_loader, run.setup), text_checkpoint_saver(run, model, meta))
+    trains = training_module(run, model)
+    trainee = make_trainee(run, model, train_loader, lambda batch, share=None: _loss(trains, batch, run.setup.device),
+                           lambda: evaluate_loss(model, val_loader, run.setup), text_checkpoint_saver(run, model, meta),
+                           trains=trains)
     if resume:
         state = restore(run, trainee)
     else:
@@ -75,6 +79,8 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
                                     list(zip(val_rows.inputs, val_rows.targets, val_rows.rows))[:PARITY_SAMPLES]])
         run.log(f"base model: val loss {before['val_loss']:.4f}, chrF {before['chrf']:.1f}")
     state = fit(run, state, trainee)
+    if not run.dist.is_main:
+        return follower_result(run, state)
 
     # Final report on the best checkpoint as saved (prompt tuning needs its virtual tokens: peft).
     best = load_unmerged(run.files.root) if cfg.method == PROMPT_TUNING else load_run(run.files.root).model

@@ -18,7 +18,8 @@ from edgetune.tasks import TEXT_CLASSIFICATION, get_task
 from edgetune.trainers.config import TrainConfig
 from edgetune.trainers.data.texts import add_token_lengths
 from edgetune.trainers.data.tokenize import TokenizedRows, encode, pad_collate, row_loader
-from edgetune.trainers.fit import FitState, begin_run, finish_run, fit, make_trainee, restore
+from edgetune.trainers.fit import (FitState, begin_run, finish_run, fit, follower_result, make_trainee, restore,
+                                   training_module)
 from edgetune.trainers.loop import evaluate, predict_logits, score
 from edgetune.trainers.metrics import degenerate_reasons
 from edgetune.trainers.recipes.text_steps import apply_text_method, prepare_text, start_text_run, text_checkpoint_saver
@@ -53,21 +54,23 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
     label_of = {c: i for i, c in enumerate(classes)}
     collate = pad_collate(start.tokenizer.pad_token_id)
     train_loader = row_loader(TokenizedRows(train_ids, [label_of[y] for y in start.train.targets]),
-                              cfg.optim.batch_size, collate, run.generator)
+                              cfg.optim.batch_size, collate, run.generator, run.dist, group_by_length=True)
     val_loader = row_loader(TokenizedRows(val_ids, [label_of[y] for y in start.val.targets]),
                             get_task(cfg.task).eval_batch, collate)
     forward = _forward(lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits, run.setup.device)
+    trains = training_module(run, model)
+    train_forward = _forward(lambda ids, mask: trains(input_ids=ids, attention_mask=mask).logits, run.setup.device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
 
-    def compute_loss(batch):
-        logits, labels = forward(batch)
+    def compute_loss(batch, share=None):
+        logits, labels = train_forward(batch)
         return loss_fn(logits.float(), labels), len(labels)
 
     meta = {"task": cfg.task, "arch": cfg.model.arch, "classes": classes, "max_length": cfg.data.max_length,
             "method": cfg.method, "weights": start.weights["source"], "base": start.base_meta()}
     trainee = make_trainee(run, model, train_loader, compute_loss,
                            lambda: evaluate(model, val_loader, forward, run.setup, len(classes))[0],
-                           text_checkpoint_saver(run, model, meta))
+                           text_checkpoint_saver(run, model, meta), trains=trains)
     if resume:
         state = restore(run, trainee)
     else:
@@ -78,6 +81,8 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
         start_text_run(run, start, [{"text": start.val.inputs[i], "label": start.val.targets[i],
                                      "row": start.val.rows[i]} for i in keep])
     state = fit(run, state, trainee)
+    if not run.dist.is_main:
+        return follower_result(run, state)
 
     # Final report on the best checkpoint, rebuilt from disk exactly as export will load it.
     best = load_run(run.files.root).model.to(run.setup.device)

@@ -65,6 +65,8 @@ def start_text_run(run: RunContext, start: TextStart, parity_rows: list[dict]) -
     """Create the run folder (only once set-up succeeded): config, tokenizer, the random-init
     base a peft adapter applies to, and the held-out rows the export's parity gate uses."""
     cfg, files = run.cfg, run.files
+    if not run.dist.is_main:
+        return
     files.root.mkdir(parents=True, exist_ok=True)
     cfg.save(files.config)
     start.tokenizer.save_pretrained(str(files.tokenizer))

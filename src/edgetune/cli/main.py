@@ -112,6 +112,9 @@ def _common_train_args(p: argparse.ArgumentParser, task: str, weights_path: str)
     p.add_argument("--patience", type=int, help="early stopping patience in epochs (0 = off)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=DEVICES)
+    p.add_argument("--gpus", type=int, metavar="K",
+                   help="train on K GPUs of this node, one process each (DDP through torchrun; the same "
+                        "global batch as one process); with --device cpu, K CPU processes")
 
 
 _TEXT_TASKS = {"classification": TEXT_CLASSIFICATION, "generation": TEXT_GENERATION}
@@ -136,6 +139,12 @@ def _train(args) -> int:
 
     from edgetune.progress import TrainingStopped, request_stop
 
+    if args.gpus is not None and args.gpus < 1:
+        raise EdgetuneError("--gpus", f"must be at least 1, got {args.gpus}")
+    if (args.gpus or 1) > 1 and "WORLD_SIZE" not in os.environ:  # start the job's processes
+        from edgetune.launch import launch
+
+        return launch(args.gpus, ["edgetune.cli", *args.argv])
     signal.signal(signal.SIGTERM, request_stop)
     out = args.resume or args.out
     try:
@@ -155,8 +164,7 @@ def _train_run(args) -> int:
             raise NotFound(args.resume, "no such run directory")
         from edgetune.trainers.train import read_run_config, train
 
-        result = train(read_run_config(args.resume), args.resume, TerminalProgress(), resume=True)
-        print(result.summary())
+        _print_summary(train(read_run_config(args.resume), args.resume, TerminalProgress(), resume=True))
         return 0
     for name in ("data", "out"):
         if not getattr(args, name) and not args.config:
@@ -169,8 +177,13 @@ def _train_run(args) -> int:
     cfg.check_paths()  # before torch loads: a wrong path answers at once
     from edgetune.trainers.train import train
 
-    print(train(cfg, args.out, TerminalProgress()).summary())
+    _print_summary(train(cfg, args.out, TerminalProgress()))
     return 0
+
+
+def _print_summary(result) -> None:
+    if result.report:  # under DDP, rank 0's (the others return an empty one)
+        print(result.summary())
 
 
 def _overrides(args) -> dict:
@@ -259,6 +272,7 @@ def _demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from edgetune.cli.remote import run_remote, run_serve
     from edgetune.quiet import quiet_libraries
 
@@ -266,11 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": _train, "export": _export, "predict": _predict, "generate": _generate, "models": _models,
                 "demo": _demo,
                 "data": lambda a: _digits(a), "serve": run_serve, "remote": run_remote}
+    from edgetune.launch import record_exit
+
     try:
-        return handlers[args.command](args)
+        return record_exit(handlers[args.command](args))
     except EdgetuneError as e:
         print(f"edgetune: error: {e.subject}: {e.message}", file=sys.stderr)
-        return e.exit_code
+        return record_exit(e.exit_code)
     except KeyboardInterrupt:
         print("edgetune: interrupted", file=sys.stderr)
         return 130

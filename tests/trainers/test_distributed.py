@@ -109,3 +109,21 @@ def test_a_ddp_job_stopped_or_killed_resumes_to_the_same_weights(tmp_path, data,
     assert resumed.wait(timeout=300) == 0
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_instruction_tuning_on_two_processes_weights_tokens_as_one(tmp_path):
+    """The loss is a mean over response tokens: each process's share is weighted by its token count
+    (summed across processes every step), and batches are length-grouped; tiny Llama has no dropout."""
+    from tests.conftest import write_reverse_pairs
+
+    data = write_reverse_pairs(tmp_path / "pairs.jsonl", rows=90)
+    runs = {}
+    for name, extra in (("one", []), ("two", ["--gpus", "2"])):
+        cmd = [sys.executable, "-m", "edgetune.cli", "train", "text", "--task", "generation", "--data", str(data),
+               "--model", "llama", "--weights", "random", "--epochs", "1", "--batch-size", "7", "--optimizer", "sgd",
+               "--lr", "0.03", "--device", "cpu", "--max-length", "48", "--out", str(tmp_path / name), *extra]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = _weights(tmp_path / name)
+    for k in runs["one"]:
+        torch.testing.assert_close(runs["one"][k], runs["two"][k], atol=1e-6, rtol=0)

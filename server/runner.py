@@ -1,4 +1,9 @@
-"""Runs queued jobs in worker processes, at most ``slots`` at a time.
+"""Runs queued jobs in worker processes, at most ``slots`` at a time, on the GPUs they asked for.
+
+GPUs: each job gets its count (``Job.gpus``) of the server's GPUs to itself, through the worker's
+``CUDA_VISIBLE_DEVICES``; jobs that need fewer than the node has run side by side on disjoint GPUs,
+and the oldest queued job waits until enough are free (first come, first served: a big job is
+never starved by small ones). A job on K > 1 GPUs trains as K DDP processes (``edgetune.launch``).
 
 A crash, OOM kill or hang in training never takes the server down: the worker is a separate
 process and its exit decides the job's state. On start, jobs a dead server left RUNNING are
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,11 +31,13 @@ CANCEL_GRACE_S = 10.0
 
 class JobRunner:
     def __init__(self, store: Store, data_dir: Path, slots: int, max_attempts: int = 3,
-                 stall_timeout_s: float = 1800.0, cache_root: Path | None = None):
+                 stall_timeout_s: float = 1800.0, cache_root: Path | None = None, gpus: tuple[str, ...] = ()):
         self.store, self.data_dir, self.slots, self.max_attempts = store, data_dir, slots, max_attempts
         self.stall_timeout_s = stall_timeout_s
         self.cache_root = cache_root or data_dir / "cache"
         self._procs: dict[str, subprocess.Popen] = {}
+        self.gpus = tuple(gpus)
+        self._gpus_held: dict[str, tuple[str, ...]] = {}  # job id -> the GPUs its worker was given
         self._kill_at: dict[str, float] = {}
         self._stalled: set[str] = set()
         self._lock = threading.Lock()
@@ -136,9 +144,19 @@ class JobRunner:
                 job = self.store.next_queued()
                 if job is None:
                     return
-                self._launch(job)
+                need = job.request.get("gpus", 0)
+                if need > len(self.gpus):  # the server restarted with fewer GPUs than the job asked for
+                    self.store.set_state(job.id, FAILED, f"needs {need} GPU(s); this server now hands out "
+                                                         f"{len(self.gpus)}", only_from=(QUEUED,))
+                    continue
+                with self._lock:
+                    held = {g for gpus in self._gpus_held.values() for g in gpus}
+                free = [g for g in self.gpus if g not in held]
+                if need > len(free):
+                    return  # the oldest job waits for its GPUs; the ones behind it wait for it
+                self._launch(job, tuple(free[:need]))
 
-    def _launch(self, job) -> None:
+    def _launch(self, job, gpus: tuple[str, ...] = ()) -> None:
         if not self.store.set_state(job.id, RUNNING, only_from=(QUEUED,)):
             return
         dataset = self.store.get_dataset(job.dataset_id)
@@ -151,23 +169,29 @@ class JobRunner:
             with open(jdir / "worker.log", "ab") as logf:
                 # Its own session: a Ctrl-C or SIGTERM to the server's process group does not reach
                 # the worker directly; the server stops it (and PR_SET_PDEATHSIG covers a dead server).
+                env = {**os.environ, "EDGETUNE_CACHE_DIR": str(self.cache_root)}
+                if self.gpus:  # only its own GPUs (none for a CPU job on a GPU server)
+                    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "edgetune.server.worker", "--db", str(self.store.path), "--job", job.id,
-                     "--run-dir", str(jdir / "run"), "--data", dataset["path"]],
-                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                    env={**os.environ, "EDGETUNE_CACHE_DIR": str(self.cache_root)})
+                     "--run-dir", str(jdir / "run"), "--data", dataset["path"], "--processes", str(max(1, len(gpus)))],
+                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         except OSError as e:
             self.store.set_state(job.id, FAILED, f"could not start a worker: {e}")
             return
         with self._lock:
             self._procs[job.id] = proc
-        log.info("job %s started (pid %d)", job.id, proc.pid)
+            self._gpus_held[job.id] = gpus
+        if gpus:
+            self.store.add_event(job.id, "log", {"message": f"GPU(s) {','.join(gpus)} of this server"})
+        log.info("job %s started (pid %d, GPUs %s)", job.id, proc.pid, ",".join(gpus) or "none")
 
     def _finish(self, job_id: str, proc: subprocess.Popen) -> None:
         with self._lock:
             if self._procs.pop(job_id, None) is None:
                 return
             self._kill_at.pop(job_id, None)
+            self._gpus_held.pop(job_id, None)
         rc = proc.returncode
         job = self.store.get_job(job_id)
         if job.cancel_requested:
@@ -193,6 +217,7 @@ class JobRunner:
 
     def _last_error(self, job_id: str) -> str:
         for line in reversed(self._log_tail(job_id, 20)):
+            line = re.sub(r"^\[rank\d+\]:\s*", "", line)  # torchrun's prefix in a multi-GPU job
             if line.startswith("edgetune: error: "):
                 return line.removeprefix("edgetune: error: ")
         return ""

@@ -1,5 +1,8 @@
 """One job, one process: ``python -m edgetune.server.worker --db DB --job ID --run-dir DIR --data DIR``.
 
+With ``--processes K`` (K > 1, a job on K GPUs) it starts K copies of itself through torchrun
+(``edgetune.launch``): rank 0 writes the job's events, and its exit code is the worker's.
+
 Runs ``train`` (the task's recipe) and writes its progress to the store as events. Exit codes: 0 done;
 2 the job's input was bad (the reason is the last log event); 75 stopped by SIGTERM: during training
 at the next optimizer step, after saving the resume state there (resumable mid-epoch). Anything else is a crash the server reports.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import signal
 import sys
 import time
@@ -83,8 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job", required=True)
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--data", required=True)
+    ap.add_argument("--processes", type=int, default=1)
     args = ap.parse_args(argv)
     _die_with_parent()
+    rank = int(os.environ.get("RANK", "0"))
+    if args.processes > 1 and "WORLD_SIZE" not in os.environ:
+        from edgetune.launch import launch
+
+        # torchrun and, through it, the training processes die with this worker.
+        return launch(args.processes, ["edgetune.server.worker", *(sys.argv[1:] if argv is None else argv)],
+                      preexec_fn=_die_with_parent)
 
     signal.signal(signal.SIGTERM, _request_stop)
 
@@ -94,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     from edgetune.trainers.run import RunFiles
     from edgetune.trainers.train import train
 
+    from edgetune.launch import record_exit
+
     quiet_libraries()
     store = Store(args.db)
     job = store.get_job(args.job)
-    sink = StoreSink(store, args.job)
+    main_rank = rank == 0
+    sink = StoreSink(store, args.job) if main_rank else (lambda event: check_stop())
     run_dir = Path(args.run_dir)
     try:
         check_stop()
@@ -107,17 +122,20 @@ def main(argv: list[str] | None = None) -> int:
         if resume:
             sink(LogLine("resuming from the last checkpoint"))
         result = train(cfg, run_dir, sink, resume=resume)
-        # The recipe already logged each reason as a warning event; the job row shows them too.
-        store.set_warnings(args.job, [f"degenerate model: {r}" for r in result.report.get("degenerate", [])])
-        sink(LogLine(result.summary(paths=False)))  # clients read it: server paths mean nothing to them
-        return 0
+        if main_rank:
+            # The recipe already logged each reason as a warning event; the job row shows them too.
+            store.set_warnings(args.job, [f"degenerate model: {r}" for r in result.report.get("degenerate", [])])
+            sink(LogLine(result.summary(paths=False)))  # clients read it: server paths mean nothing to them
+        return record_exit(0)
     except (Interrupted, TrainingStopped):
-        store.add_event(args.job, "log", {"message": "worker stopped at the server's request"})
-        return EXIT_INTERRUPTED
+        if main_rank:
+            store.add_event(args.job, "log", {"message": "worker stopped at the server's request"})
+        return record_exit(EXIT_INTERRUPTED)
     except EdgetuneError as e:
-        sink(LogLine(f"error: {e.subject}: {e.message}", level="error"))
+        if main_rank:
+            sink(LogLine(f"error: {e.subject}: {e.message}", level="error"))
         print(f"edgetune: error: {e.subject}: {e.message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return record_exit(EXIT_BAD_INPUT)
     finally:
         store.close()
 

@@ -138,6 +138,9 @@ def begin_run(cfg: TrainConfig, out_dir: str | Path, resume: bool, progress: Pro
     dist = distributed.start(dist, setup.device.type == "cuda")
     if not dist.is_main:
         progress = silent
+    if cfg.optim.batch_size < dist.world:
+        raise InvalidArgument("optim.batch_size", f"{cfg.optim.batch_size} is less than the job's {dist.world} "
+                                                  f"processes: each needs a share of every batch")
     if not resume and (files.state.exists() or files.weights.exists()):
         raise InvalidArgument("out", f"{out_dir} already holds a run; pick a new --out or --resume it")
     if resume and dist.is_main:  # a process killed while writing its state leaves the temp file behind

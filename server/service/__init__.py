@@ -31,7 +31,7 @@ class EdgetuneService:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir / "edgetune.sqlite")
         self.runner = JobRunner(self.store, self.data_dir, config.slots, config.max_attempts,
-                                config.stall_timeout_s, config.cache_root())
+                                config.stall_timeout_s, config.cache_root(), config.gpus)
         self.datasets = Datasets(config, self.store, self.data_dir)
         self.jobs = Jobs(config, self.store, self.runner, self.datasets)
         self.exports = Exports(self.store, self.runner, self.data_dir, self.jobs)

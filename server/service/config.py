@@ -24,11 +24,33 @@ class ServerConfig:
     predictor_cache: int = 4  # warm ONNX Runtime sessions kept
     max_attempts: int = 3  # restarts a running job survives
     stall_timeout_s: float = 1800.0  # a worker with no event for this long is hung: killed, job FAILED
+    gpus: tuple[str, ...] = ()  # GPU ids handed to jobs (CUDA_VISIBLE_DEVICES entries); () trains on the CPU
 
     def cache_root(self) -> Path:
         """The data cache (dataset indexes, decoded pixels, extracted archives) the service and its
         workers share: ``$EDGETUNE_CACHE_DIR``, else ``DATA_DIR/cache``."""
         return Path(os.environ.get("EDGETUNE_CACHE_DIR") or Path(self.data_dir) / "cache")
+
+
+def server_gpus(spec: str) -> tuple[str, ...]:
+    """The GPUs a server hands to jobs: ``auto`` (every GPU this process sees: the entries of
+    ``CUDA_VISIBLE_DEVICES`` when set, else the driver's devices 0..N-1), ``none``, or a comma list
+    of ids as ``CUDA_VISIBLE_DEVICES`` takes them (``0,1,3``, or GPU UUIDs)."""
+    spec = spec.strip()
+    if spec == "none":
+        return ()
+    if spec != "auto":
+        ids = tuple(g.strip() for g in spec.split(","))
+        if not all(ids) or len(set(ids)) != len(ids):
+            raise InvalidArgument("--gpus", f"expected auto, none or distinct comma-separated ids, got {spec!r}")
+        return ids
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    from edgetune.runtime.sessions import cuda_device_count
+
+    count = cuda_device_count()
+    if visible is not None:
+        return tuple(g.strip() for g in visible.split(",") if g.strip())[:count]
+    return tuple(str(i) for i in range(count))
 
 
 def page_bounds(page_size: int, page_token: str) -> tuple[int, int]:

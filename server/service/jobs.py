@@ -30,6 +30,7 @@ class Jobs:
             raise InvalidArgument("dataset_id", f"dataset {dataset['id']} holds {kind} data; the job's task is "
                                                 f"{request.get('task')}")
         cfg = train_config(request, dataset["path"], dataset["report"].get("columns"))
+        request = {**request, "gpus": self._gpus(request.get("gpus", 0))}
         try:
             job, created = self.store.add_job(new_id("job"), request, dataset["id"], idempotency_key or None,
                                               cfg.optim.epochs, self.config.max_queued)
@@ -41,6 +42,15 @@ class Jobs:
             raise AlreadyExists("idempotency_key", f"already used by job {job.id} with a different request")
         self.runner.wake()
         return job
+
+    def _gpus(self, asked: int) -> int:
+        """GPUs a job trains on: as asked, 0 meaning one when the server has any (else the CPU)."""
+        have = len(self.config.gpus)
+        if asked < 0:
+            raise InvalidArgument("gpus", f"must be >= 0, got {asked}")
+        if asked > have:
+            raise InvalidArgument("gpus", f"this server hands out {have} GPU(s), the job asks for {asked}")
+        return asked or min(have, 1)
 
     def get(self, job_id: str) -> JobRow:
         job = self.store.get_job(job_id)

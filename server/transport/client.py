@@ -86,11 +86,11 @@ class EdgetuneClient:
 
     def create_job(self, dataset_id: str, base_model: str = "", method: str = "full", weights: str = "catalog",
                    idempotency_key: str = "", timeout: float = 10, task: str = IMAGE_CLASSIFICATION,
-                   **hyper) -> jobs_pb2.Job:
+                   gpus: int = 0, **hyper) -> jobs_pb2.Job:
         req = jobs_pb2.CreateJobRequest(task=TASKS.get(task, jobs_pb2.TASK_UNSPECIFIED), base_model=base_model,
                                         weights=weights, method=METHODS.get(method, jobs_pb2.METHOD_UNSPECIFIED),
                                         hyperparameters=jobs_pb2.Hyperparameters(**hyper), dataset_id=dataset_id,
-                                        idempotency_key=idempotency_key)
+                                        idempotency_key=idempotency_key, gpus=gpus)
         return self.jobs.CreateJob(req, timeout=timeout)
 
     def get_job(self, job_id: str) -> jobs_pb2.Job:

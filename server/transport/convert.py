@@ -46,7 +46,7 @@ def job_request(req: jobs_pb2.CreateJobRequest) -> dict:
         if hp.HasField(name):
             hyper[name] = getattr(hp, name)
     return {"task": TASKS[req.task], "base_model": req.base_model, "weights": req.weights or "catalog",
-            "method": METHODS[req.method], "hyperparameters": hyper, "dataset_id": req.dataset_id}
+            "method": METHODS[req.method], "hyperparameters": hyper, "dataset_id": req.dataset_id, "gpus": req.gpus}
 
 
 def job(row) -> jobs_pb2.Job:
@@ -57,7 +57,7 @@ def job(row) -> jobs_pb2.Job:
                        dataset_id=row.dataset_id, idempotency_key=row.idempotency_key or "",
                        error=row.error, epoch=row.epoch, epochs=row.epochs, attempts=row.attempts,
                        create_time=ts(row.create_time), start_time=ts(row.start_time), end_time=ts(row.end_time),
-                       warnings=row.warnings)
+                       warnings=row.warnings, gpus=r.get("gpus", 0))
     if row.best:
         msg.best.CopyFrom(epoch_metrics(row.best))
     return msg

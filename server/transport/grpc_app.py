@@ -235,7 +235,8 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 50051, refl
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    on_ready(f"edgetune serving on {host}:{running.port} (data dir {config.data_dir}, {config.slots} job slot(s))")
+    on_ready(f"edgetune serving on {host}:{running.port} (data dir {config.data_dir}, {config.slots} job slot(s), "
+             f"GPUs: {','.join(config.gpus) or 'none'})")
     stop.wait()
     log.info("stopping: NOT_SERVING, %.0fs grace for in-flight RPCs, running jobs re-queued", grace_s)
     running.stop(grace_s)

@@ -103,23 +103,29 @@ def test_epoch_batches_follow_random_sampler_order_and_resume_mid_epoch():
     assert [share_of(7, r, 2) for r in range(2)] == [Share(0, 4, 7), Share(4, 3, 7)]
 
 
-def test_processes_split_every_global_batch_and_pad_an_empty_share():
-    """Under DDP the ranks' shares of each global batch are disjoint, contiguous and cover it; a
-    share of a short last batch that has no item gets the batch's first, weighted zero (size 0)."""
-    world, n, batch = 3, 11, 5  # global batches of 5, 5 and 1
+def test_processes_split_every_global_batch_and_a_tiny_last_batch_is_folded():
+    """Under DDP the ranks' shares of each global batch are disjoint, contiguous and cover it, in
+    the order one process trains them. A last batch with fewer than two items per process joins
+    the batch before it (BatchNorm cannot train on one value per channel); with fewer items than
+    processes in all, a share is padded with the batch's first item, weighted zero (size 0)."""
+    world, n, batch = 3, 11, 5  # a tail of 1 item: global batches of 5 and 6
     g = torch.Generator().manual_seed(4)
     state = g.get_state()
-    single = list(EpochBatches(n, batch, g))
+    single = list(EpochBatches(n, batch, g, 0, 1))
+    assert [len(b) for b in single] == [5, 6]
     per_rank = []
     for r in range(world):
         g.set_state(state)
         per_rank.append(list(EpochBatches(n, batch, g, r, world)))
     for b, whole in enumerate(single):
         shares = [EpochBatches(n, batch, None, r, world).share(b) for r in range(world)]
-        assert [i for r in range(world) if shares[r].size for i in per_rank[r][b]] == whole
-        assert sum(s.size for s in shares) == len(whole)
-    assert [s.size for s in (EpochBatches(n, batch, None, r, world).share(2) for r in range(world))] == [1, 0, 0]
-    assert per_rank[1][2] == per_rank[2][2] == single[2]
+        assert [i for r in range(world) for i in per_rank[r][b]] == whole
+        assert sum(s.size for s in shares) == len(whole) and min(s.size for s in shares) >= 1
+    assert [len(b) for b in EpochBatches(13, 5, None, 0, 1)] == [5, 5, 3]  # one process: a tail of 3 stays
+    assert [len(b) for b in EpochBatches(16, 5, None, 0, 1)] == [5, 5, 6]  # a tail of 1 is folded
+    tiny = [EpochBatches(2, 5, None, r, 3) for r in range(3)]
+    assert [t.share(0).size for t in tiny] == [1, 1, 0] and [list(t) for t in tiny] == [[[0]], [[1]], [[0]]]
+
 
 
 def _smooth_jpegs(root: Path, n: int, size: int) -> None:

@@ -5,7 +5,9 @@
 generator's state at its start: save that state and the number of batches done, and a resumed run
 trains the same remaining batches in the same order. Under DDP every process draws the same
 permutation and takes its contiguous share of every global batch (``Share``), so K processes train
-on the same global batches as one.
+on the same global batches as one, but for the last: a last batch too small to split (fewer than
+``MIN_SHARE`` items per process; one item for a single process) is folded into the batch before
+it, since BatchNorm cannot train on one value per channel.
 
 With ``lengths`` (text), batches are length-grouped as Hugging Face's ``group_by_length`` does: the
 epoch's permutation is cut into runs of ``MEGA_BATCHES`` batches, each sorted longest first, so a
@@ -21,13 +23,14 @@ import torch
 from torch.utils.data import Sampler
 
 MEGA_BATCHES = 50
+MIN_SHARE = 2  # items per process in a last batch of its own (BatchNorm needs two values per channel)
 
 
 @dataclass(frozen=True)
 class Share:
     """A process's part of global batch: items ``[offset, offset + size)`` of ``total``.
 
-    ``size == 0`` happens when a short last batch has fewer items than there are processes: that
+    ``size == 0`` happens only when the whole dataset has fewer items than there are processes: that
     process still trains on one item of the batch (every process must join each gradient
     all-reduce), weighted zero.
     """
@@ -64,11 +67,17 @@ class EpochBatches(Sampler[list[int]]):
         self.start = 0  # batches of the next epoch to skip (set by a mid-epoch resume; reset on use)
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        full, tail = divmod(self.n, self.batch_size)
+        return full + 1 if tail and (full == 0 or tail >= MIN_SHARE * self.world) else full
+
+    def bounds(self, b: int) -> tuple[int, int]:
+        """Global batch ``b``'s positions in the epoch's order (the last one takes a folded tail)."""
+        return b * self.batch_size, self.n if b == len(self) - 1 else (b + 1) * self.batch_size
 
     def share(self, b: int) -> Share:
         """This process's share of global batch ``b``."""
-        return share_of(min(self.batch_size, self.n - b * self.batch_size), self.rank, self.world)
+        start, stop = self.bounds(b)
+        return share_of(stop - start, self.rank, self.world)
 
     def order(self) -> list[int]:
         """The next epoch's order of examples (a shuffle draws from the generator)."""
@@ -85,4 +94,5 @@ class EpochBatches(Sampler[list[int]]):
         order = self.order()
         start, self.start = self.start, 0
         for b in range(start, len(self)):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size][self.share(b).rows()]
+            start, stop = self.bounds(b)
+            yield order[start:stop][self.share(b).rows()]

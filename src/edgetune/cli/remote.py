@@ -21,7 +21,9 @@ def add_parsers(sub) -> None:
     serve.add_argument("--port", type=int, default=_env("EDGETUNE_PORT", 50051), help="0 picks a free port")
     serve.add_argument("--data-dir", default=_env("EDGETUNE_DATA_DIR", "edgetune-data"))
     serve.add_argument("--slots", type=int, default=_env("EDGETUNE_SLOTS", 0),
-                       help="concurrent jobs (default: GPU count, 1 on CPU)")
+                       help="concurrent jobs (default: the GPUs handed out, 1 on CPU)")
+    serve.add_argument("--gpus", default=_env("EDGETUNE_GPUS", "auto"),
+                       help="GPUs handed to jobs: auto (all this process sees), none, or ids such as 0,1,3")
     serve.add_argument("--max-queued", type=int, default=_env("EDGETUNE_MAX_QUEUED", 32))
     serve.add_argument("--max-upload-mb", type=int, default=_env("EDGETUNE_MAX_UPLOAD_MB", 2048))
     serve.add_argument("--stall-timeout", type=float, default=_env("EDGETUNE_STALL_TIMEOUT_S", 1800.0),
@@ -56,6 +58,8 @@ def add_parsers(sub) -> None:
             p.add_argument("--batch-size", type=int, help="default 32")
             p.add_argument("--image-size", type=int, help="images; default 224")
             p.add_argument("--max-length", type=int, help="text: tokens per example; default 128")
+            p.add_argument("--gpus", type=int, default=0,
+                           help="GPUs to train on, one process each (default: one when the server has any)")
             p.add_argument("--idempotency-key", default="")
             p.add_argument("--watch", action="store_true", help="then stream its events to the end")
         elif name in ("watch", "cancel", "export"):
@@ -85,13 +89,13 @@ def run_serve(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("edgetune").setLevel(logging.INFO)  # not the exporters' INFO chatter
-    slots = args.slots
-    if slots <= 0:
-        from edgetune.runtime.sessions import cuda_device_count
+    from edgetune.server.service.config import server_gpus
 
-        slots = max(1, cuda_device_count())
+    gpus = server_gpus(args.gpus)
+    slots = args.slots if args.slots > 0 else max(1, len(gpus))
     cfg = ServerConfig(data_dir=Path(args.data_dir), slots=slots, max_queued=args.max_queued,
-                       max_upload_bytes=args.max_upload_mb * 1024 * 1024, stall_timeout_s=args.stall_timeout)
+                       max_upload_bytes=args.max_upload_mb * 1024 * 1024, stall_timeout_s=args.stall_timeout,
+                       gpus=gpus)
     serve(cfg, args.host, args.port, args.reflection, args.grace, on_ready=lambda m: print(m, flush=True))
     return 0
 
@@ -169,7 +173,7 @@ def _submit(client, args) -> int:
             raise EdgetuneError(f"--{flag.replace('_', '-')}".replace("learning-rate", "lr"),
                                 f"must be > 0, got {value}")
     job = client.create_job(args.dataset, args.model, args.method, args.weights, args.idempotency_key,
-                            task=args.task, **{k: v for k, v in hyper.items() if v is not None})
+                            task=args.task, gpus=args.gpus, **{k: v for k, v in hyper.items() if v is not None})
     print(job.id)
     if args.watch:
         _watch(client, job.id)

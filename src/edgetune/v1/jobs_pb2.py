@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65\x64getune/v1/jobs.proto\x12\x0b\x65\x64getune.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x02\n\x0fHyperparameters\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x12\n\nimage_size\x18\x04 \x01(\x05\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x19\n\x0cweight_decay\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0flabel_smoothing\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x17\x65\x61rly_stopping_patience\x18\x08 \x01(\x05\x12\x14\n\x07\x61ugment\x18\t \x01(\x08H\x02\x88\x01\x01\x12\x0c\n\x04seed\x18\n \x01(\x05\x12\x12\n\nmax_length\x18\x0b \x01(\x05\x42\x0f\n\r_weight_decayB\x12\n\x10_label_smoothingB\n\n\x08_augment\"\xe1\x01\n\x10\x43reateJobRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0e\x32\x11.edgetune.v1.Task\x12\x12\n\nbase_model\x18\x02 \x01(\t\x12\x0f\n\x07weights\x18\x03 \x01(\t\x12#\n\x06method\x18\x04 \x01(\x0e\x32\x13.edgetune.v1.Method\x12\x35\n\x0fhyperparameters\x18\x05 \x01(\x0b\x32\x1c.edgetune.v1.Hyperparameters\x12\x12\n\ndataset_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\"\x98\x01\n\x0c\x45pochMetrics\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x12\n\ntrain_loss\x18\x02 \x01(\x01\x12\x10\n\x08val_loss\x18\x03 \x01(\x01\x12\x14\n\x0cval_accuracy\x18\x04 \x01(\x01\x12\x14\n\x0cval_macro_f1\x18\x05 \x01(\x01\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x16\n\x0eval_perplexity\x18\x07 \x01(\x01\"\x90\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.edgetune.v1.JobState\x12\x1f\n\x04task\x18\x03 \x01(\x0e\x32\x11.edgetune.v1.Task\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x0f\n\x07weights\x18\x05 \x01(\t\x12#\n\x06method\x18\x06 \x01(\x0e\x32\x13.edgetune.v1.Method\x12\x35\n\x0fhyperparameters\x18\x07 \x01(\x0b\x32\x1c.edgetune.v1.Hyperparameters\x12\x12\n\ndataset_id\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\r\n\x05\x65poch\x18\x0e \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x0f \x01(\x05\x12\'\n\x04\x62\x65st\x18\x10 \x01(\x0b\x32\x19.edgetune.v1.EpochMetrics\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\x05\x12\x10\n\x08warnings\x18\x12 \x03(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"^\n\x0fListJobsRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.edgetune.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.edgetune.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\x03\"\x84\x01\n\x0cStepProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\x05\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12\r\n\x05steps\x18\x04 \x01(\x05\x12\x0c\n\x04loss\x18\x05 \x01(\x01\x12\x15\n\rlearning_rate\x18\x06 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x07 \x01(\x01\"\xe6\x01\n\x08JobEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x15.edgetune.v1.JobStateH\x00\x12*\n\x05\x65poch\x18\x05 \x01(\x0b\x32\x19.edgetune.v1.EpochMetricsH\x00\x12)\n\x04step\x18\x06 \x01(\x0b\x32\x19.edgetune.v1.StepProgressH\x00\x12\r\n\x03log\x18\x07 \x01(\tH\x00\x42\x06\n\x04kind*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*s\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x1d\n\x19TASK_IMAGE_CLASSIFICATION\x10\x01\x12\x1c\n\x18TASK_TEXT_CLASSIFICATION\x10\x02\x12\x18\n\x14TASK_TEXT_GENERATION\x10\x03*\x85\x01\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMETHOD_FULL\x10\x01\x12\x17\n\x13METHOD_LINEAR_PROBE\x10\x02\x12\x0f\n\x0bMETHOD_LORA\x10\x03\x12\x0e\n\nMETHOD_IA3\x10\x04\x12\x18\n\x14METHOD_PROMPT_TUNING\x10\x05\x32\xc6\x02\n\x04Jobs\x12<\n\tCreateJob\x12\x1d.edgetune.v1.CreateJobRequest\x1a\x10.edgetune.v1.Job\x12\x36\n\x06GetJob\x12\x1a.edgetune.v1.GetJobRequest\x1a\x10.edgetune.v1.Job\x12G\n\x08ListJobs\x12\x1c.edgetune.v1.ListJobsRequest\x1a\x1d.edgetune.v1.ListJobsResponse\x12<\n\tCancelJob\x12\x1d.edgetune.v1.CancelJobRequest\x1a\x10.edgetune.v1.Job\x12\x41\n\x08WatchJob\x12\x1c.edgetune.v1.WatchJobRequest\x1a\x15.edgetune.v1.JobEvent0\x01\x42+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65\x64getune/v1/jobs.proto\x12\x0b\x65\x64getune.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x02\n\x0fHyperparameters\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x12\n\nimage_size\x18\x04 \x01(\x05\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x19\n\x0cweight_decay\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0flabel_smoothing\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x17\x65\x61rly_stopping_patience\x18\x08 \x01(\x05\x12\x14\n\x07\x61ugment\x18\t \x01(\x08H\x02\x88\x01\x01\x12\x0c\n\x04seed\x18\n \x01(\x05\x12\x12\n\nmax_length\x18\x0b \x01(\x05\x42\x0f\n\r_weight_decayB\x12\n\x10_label_smoothingB\n\n\x08_augment\"\xef\x01\n\x10\x43reateJobRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0e\x32\x11.edgetune.v1.Task\x12\x12\n\nbase_model\x18\x02 \x01(\t\x12\x0f\n\x07weights\x18\x03 \x01(\t\x12#\n\x06method\x18\x04 \x01(\x0e\x32\x13.edgetune.v1.Method\x12\x35\n\x0fhyperparameters\x18\x05 \x01(\x0b\x32\x1c.edgetune.v1.Hyperparameters\x12\x12\n\ndataset_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x0c\n\x04gpus\x18\x08 \x01(\x05\"\x98\x01\n\x0c\x45pochMetrics\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x12\n\ntrain_loss\x18\x02 \x01(\x01\x12\x10\n\x08val_loss\x18\x03 \x01(\x01\x12\x14\n\x0cval_accuracy\x18\x04 \x01(\x01\x12\x14\n\x0cval_macro_f1\x18\x05 \x01(\x01\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x16\n\x0eval_perplexity\x18\x07 \x01(\x01\"\x9e\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.edgetune.v1.JobState\x12\x1f\n\x04task\x18\x03 \x01(\x0e\x32\x11.edgetune.v1.Task\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x0f\n\x07weights\x18\x05 \x01(\t\x12#\n\x06method\x18\x06 \x01(\x0e\x32\x13.edgetune.v1.Method\x12\x35\n\x0fhyperparameters\x18\x07 \x01(\x0b\x32\x1c.edgetune.v1.Hyperparameters\x12\x12\n\ndataset_id\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\r\n\x05\x65poch\x18\x0e \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x0f \x01(\x05\x12\'\n\x04\x62\x65st\x18\x10 \x01(\x0b\x32\x19.edgetune.v1.EpochMetrics\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\x05\x12\x10\n\x08warnings\x18\x12 \x03(\t\x12\x0c\n\x04gpus\x18\x13 \x01(\x05\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"^\n\x0fListJobsRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.edgetune.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.edgetune.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\x03\"\x84\x01\n\x0cStepProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\x05\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12\r\n\x05steps\x18\x04 \x01(\x05\x12\x0c\n\x04loss\x18\x05 \x01(\x01\x12\x15\n\rlearning_rate\x18\x06 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x07 \x01(\x01\"\xe6\x01\n\x08JobEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x15.edgetune.v1.JobStateH\x00\x12*\n\x05\x65poch\x18\x05 \x01(\x0b\x32\x19.edgetune.v1.EpochMetricsH\x00\x12)\n\x04step\x18\x06 \x01(\x0b\x32\x19.edgetune.v1.StepProgressH\x00\x12\r\n\x03log\x18\x07 \x01(\tH\x00\x42\x06\n\x04kind*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*s\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x1d\n\x19TASK_IMAGE_CLASSIFICATION\x10\x01\x12\x1c\n\x18TASK_TEXT_CLASSIFICATION\x10\x02\x12\x18\n\x14TASK_TEXT_GENERATION\x10\x03*\x85\x01\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMETHOD_FULL\x10\x01\x12\x17\n\x13METHOD_LINEAR_PROBE\x10\x02\x12\x0f\n\x0bMETHOD_LORA\x10\x03\x12\x0e\n\nMETHOD_IA3\x10\x04\x12\x18\n\x14METHOD_PROMPT_TUNING\x10\x05\x32\xc6\x02\n\x04Jobs\x12<\n\tCreateJob\x12\x1d.edgetune.v1.CreateJobRequest\x1a\x10.edgetune.v1.Job\x12\x36\n\x06GetJob\x12\x1a.edgetune.v1.GetJobRequest\x1a\x10.edgetune.v1.Job\x12G\n\x08ListJobs\x12\x1c.edgetune.v1.ListJobsRequest\x1a\x1d.edgetune.v1.ListJobsResponse\x12<\n\tCancelJob\x12\x1d.edgetune.v1.CancelJobRequest\x1a\x10.edgetune.v1.Job\x12\x41\n\x08WatchJob\x12\x1c.edgetune.v1.WatchJobRequest\x1a\x15.edgetune.v1.JobEvent0\x01\x42+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,34 +33,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgetune.v1.jobs_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.edgetune.v1P\001Z\026edgetune/v1;edgetunev1'
-  _globals['_JOBSTATE']._serialized_start=1969
-  _globals['_JOBSTATE']._serialized_end=2123
-  _globals['_TASK']._serialized_start=2125
-  _globals['_TASK']._serialized_end=2240
-  _globals['_METHOD']._serialized_start=2243
-  _globals['_METHOD']._serialized_end=2376
+  _globals['_JOBSTATE']._serialized_start=1997
+  _globals['_JOBSTATE']._serialized_end=2151
+  _globals['_TASK']._serialized_start=2153
+  _globals['_TASK']._serialized_end=2268
+  _globals['_METHOD']._serialized_start=2271
+  _globals['_METHOD']._serialized_end=2404
   _globals['_HYPERPARAMETERS']._serialized_start=73
   _globals['_HYPERPARAMETERS']._serialized_end=383
   _globals['_CREATEJOBREQUEST']._serialized_start=386
-  _globals['_CREATEJOBREQUEST']._serialized_end=611
-  _globals['_EPOCHMETRICS']._serialized_start=614
-  _globals['_EPOCHMETRICS']._serialized_end=766
-  _globals['_JOB']._serialized_start=769
-  _globals['_JOB']._serialized_end=1297
-  _globals['_GETJOBREQUEST']._serialized_start=1299
-  _globals['_GETJOBREQUEST']._serialized_end=1330
-  _globals['_LISTJOBSREQUEST']._serialized_start=1332
-  _globals['_LISTJOBSREQUEST']._serialized_end=1426
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1428
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1503
-  _globals['_CANCELJOBREQUEST']._serialized_start=1505
-  _globals['_CANCELJOBREQUEST']._serialized_end=1539
-  _globals['_WATCHJOBREQUEST']._serialized_start=1541
-  _globals['_WATCHJOBREQUEST']._serialized_end=1598
-  _globals['_STEPPROGRESS']._serialized_start=1601
-  _globals['_STEPPROGRESS']._serialized_end=1733
-  _globals['_JOBEVENT']._serialized_start=1736
-  _globals['_JOBEVENT']._serialized_end=1966
-  _globals['_JOBS']._serialized_start=2379
-  _globals['_JOBS']._serialized_end=2705
+  _globals['_CREATEJOBREQUEST']._serialized_end=625
+  _globals['_EPOCHMETRICS']._serialized_start=628
+  _globals['_EPOCHMETRICS']._serialized_end=780
+  _globals['_JOB']._serialized_start=783
+  _globals['_JOB']._serialized_end=1325
+  _globals['_GETJOBREQUEST']._serialized_start=1327
+  _globals['_GETJOBREQUEST']._serialized_end=1358
+  _globals['_LISTJOBSREQUEST']._serialized_start=1360
+  _globals['_LISTJOBSREQUEST']._serialized_end=1454
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1456
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1531
+  _globals['_CANCELJOBREQUEST']._serialized_start=1533
+  _globals['_CANCELJOBREQUEST']._serialized_end=1567
+  _globals['_WATCHJOBREQUEST']._serialized_start=1569
+  _globals['_WATCHJOBREQUEST']._serialized_end=1626
+  _globals['_STEPPROGRESS']._serialized_start=1629
+  _globals['_STEPPROGRESS']._serialized_end=1761
+  _globals['_JOBEVENT']._serialized_start=1764
+  _globals['_JOBEVENT']._serialized_end=1994
+  _globals['_JOBS']._serialized_start=2407
+  _globals['_JOBS']._serialized_end=2733
 # @@protoc_insertion_point(module_scope)

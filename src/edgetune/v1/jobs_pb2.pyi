@@ -78,7 +78,7 @@ class Hyperparameters(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., optimizer: _Optional[str] = ..., weight_decay: _Optional[float] = ..., label_smoothing: _Optional[float] = ..., early_stopping_patience: _Optional[int] = ..., augment: _Optional[bool] = ..., seed: _Optional[int] = ..., max_length: _Optional[int] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("task", "base_model", "weights", "method", "hyperparameters", "dataset_id", "idempotency_key")
+    __slots__ = ("task", "base_model", "weights", "method", "hyperparameters", "dataset_id", "idempotency_key", "gpus")
     TASK_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class CreateJobRequest(_message.Message):
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     task: Task
     base_model: str
     weights: str
@@ -93,7 +94,8 @@ class CreateJobRequest(_message.Message):
     hyperparameters: Hyperparameters
     dataset_id: str
     idempotency_key: str
-    def __init__(self, task: _Optional[_Union[Task, str]] = ..., base_model: _Optional[str] = ..., weights: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., dataset_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    gpus: int
+    def __init__(self, task: _Optional[_Union[Task, str]] = ..., base_model: _Optional[str] = ..., weights: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., dataset_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., gpus: _Optional[int] = ...) -> None: ...
 
 class EpochMetrics(_message.Message):
     __slots__ = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds", "val_perplexity")
@@ -114,7 +116,7 @@ class EpochMetrics(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., train_loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., val_macro_f1: _Optional[float] = ..., seconds: _Optional[float] = ..., val_perplexity: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "task", "base_model", "weights", "method", "hyperparameters", "dataset_id", "idempotency_key", "create_time", "start_time", "end_time", "error", "epoch", "epochs", "best", "attempts", "warnings")
+    __slots__ = ("id", "state", "task", "base_model", "weights", "method", "hyperparameters", "dataset_id", "idempotency_key", "create_time", "start_time", "end_time", "error", "epoch", "epochs", "best", "attempts", "warnings", "gpus")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +135,7 @@ class Job(_message.Message):
     BEST_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     task: Task
@@ -151,7 +154,8 @@ class Job(_message.Message):
     best: EpochMetrics
     attempts: int
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., task: _Optional[_Union[Task, str]] = ..., base_model: _Optional[str] = ..., weights: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., dataset_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., best: _Optional[_Union[EpochMetrics, _Mapping]] = ..., attempts: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    gpus: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., task: _Optional[_Union[Task, str]] = ..., base_model: _Optional[str] = ..., weights: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., dataset_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., best: _Optional[_Union[EpochMetrics, _Mapping]] = ..., attempts: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., gpus: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/train_epoch.py
 	$(BIN)/python bench/input_pipeline.py
+	$(BIN)/python bench/train_memory.py
 	$(BIN)/python bench/gpu_train.py
 	$(BIN)/python bench/grpc_predict.py
 	$(BIN)/python bench/text_latency.py

@@ -12,6 +12,10 @@ JPEGs (10 classes of varied sizes, 256-400 px a side):
 
 Images/s are training images over training seconds. Without CUDA it says so and exits 0.
 
+On a node with several GPUs it then measures scaling for the first architecture: ``edgetune train
+--gpus K`` (DDP through torchrun) for K = 1, 2, 4, ... up to the GPUs, with the per-GPU batch fixed
+(global batch K x batch), as images/s and as efficiency against K times one GPU.
+
     python bench/gpu_train.py [--images 6400] [--archs resnet50,efficientnet_lite0,vit_base_patch16_224]
 """
 
@@ -141,6 +145,35 @@ def edgetune(arch: str, batch: int, folder: Path, out: Path, cache: str, epochs:
     return n * len(hist) / sum(h["train_seconds"] for h in hist), first[0]
 
 
+def edgetune_ddp(arch: str, batch: int, gpus: int, folder: Path, out: Path, epochs: int = 3) -> float:
+    """Images/s of the training pass over epochs 2+ of ``edgetune train --gpus K`` (its own processes)."""
+    import json
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "edgetune.cli", "train", "image", "--data", str(folder), "--out", str(out),
+                    "--model", arch, "--weights", "random", "--image-size", "224", "--epochs", str(epochs),
+                    "--batch-size", str(batch * gpus), "--device", "cuda", "--gpus", str(gpus),
+                    "--set", "checkpoint_every=0"], check=True, capture_output=True)
+    report = json.loads((out / "report.json").read_text())
+    hist = report["history"][1:]
+    return report["data"]["train_count"] * len(hist) / sum(h["train_seconds"] for h in hist)
+
+
+def scaling(arch: str, batch: int, folder: Path, tmp: Path) -> None:
+    counts = [k for k in (1, 2, 4, 8, 16) if k <= torch.cuda.device_count()]
+    print(f"\nscaling, {arch}, batch {batch} per GPU (edgetune train --gpus K):", flush=True)
+    print("| GPUs | images/s | efficiency |\n| --- | --- | --- |")
+    one = None
+    for k in counts:
+        try:
+            ips = edgetune_ddp(arch, batch, k, folder, tmp / f"ddp-{arch}-{k}")
+        except Exception as e:  # noqa: BLE001
+            print(f"| {k} | FAILED {type(e).__name__}: {e} | - |", flush=True)
+            continue
+        one = one or (ips if k == 1 else None)
+        print(f"| {k} | {ips:,.0f} | {f'{100 * ips / (k * one):.0f}%' if one else '-'} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=6400)
@@ -192,6 +225,9 @@ def main() -> int:
         off = f"{r['edgetune, cache off']:,.0f}" if "edgetune, cache off" in r else "-"
         print(f"| {r['arch']} | {r['batch']} | {' | '.join(cells)} | {ratio} | {off} |")
     print(f"\n(images/s; {name})")
+    if torch.cuda.device_count() > 1:
+        first = args.archs.split(",")[0]
+        scaling(first, BATCH.get(first, 128), folder, tmp)
     return 0
 
 

@@ -46,6 +46,7 @@ class DataConfig:
     hflip: bool = False  # horizontal flips (off by default: wrong for digits and text)
     skip_corrupt: bool = False  # skip unreadable images / invalid text rows instead of failing the run
     max_length: int = 128  # text: tokens per example (longer rows are truncated and counted)
+    group_by_length: bool = False  # text: batches of rows of similar length (less padding; see data/sampling.py)
     text_field: str = "text"  # text classification columns
     label_field: str = "label"
     prompt_field: str = "prompt"  # instruction tuning columns

@@ -26,8 +26,10 @@ import torch
 import torch.distributed as tdist
 import torch.nn as nn
 
-# Rank 0 may spend long on the data pass while the others wait for it at a barrier.
+# Rank 0 may spend long on the data pass while the others wait for it at a host barrier; a
+# gradient all-reduce that waits this long on NCCL means a process is gone or hung.
 HOST_TIMEOUT = timedelta(hours=3)
+NCCL_TIMEOUT = timedelta(minutes=30)
 
 
 @dataclass
@@ -111,7 +113,7 @@ def start(d: Dist, cuda: bool) -> Dist:
     if cuda:
         torch.cuda.set_device(d.local_rank)
     if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if cuda else "gloo", timeout=HOST_TIMEOUT)
+        tdist.init_process_group("nccl" if cuda else "gloo", timeout=NCCL_TIMEOUT if cuda else HOST_TIMEOUT)
     host = tdist.new_group(backend="gloo", timeout=HOST_TIMEOUT) if cuda else None
     return Dist(d.rank, d.world, d.local_rank, host)
 

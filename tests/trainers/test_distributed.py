@@ -113,7 +113,7 @@ def test_a_ddp_job_stopped_or_killed_resumes_to_the_same_weights(tmp_path, data,
 
 def test_instruction_tuning_on_two_processes_weights_tokens_as_one(tmp_path):
     """The loss is a mean over response tokens: each process's share is weighted by its token count
-    (summed across processes every step), and batches are length-grouped; tiny Llama has no dropout."""
+    (summed across processes every step); batches are length-grouped; tiny Llama has no dropout."""
     from tests.conftest import write_reverse_pairs
 
     data = write_reverse_pairs(tmp_path / "pairs.jsonl", rows=90)
@@ -121,7 +121,8 @@ def test_instruction_tuning_on_two_processes_weights_tokens_as_one(tmp_path):
     for name, extra in (("one", []), ("two", ["--gpus", "2"])):
         cmd = [sys.executable, "-m", "edgetune.cli", "train", "text", "--task", "generation", "--data", str(data),
                "--model", "llama", "--weights", "random", "--epochs", "1", "--batch-size", "7", "--optimizer", "sgd",
-               "--lr", "0.03", "--device", "cpu", "--max-length", "48", "--out", str(tmp_path / name), *extra]
+               "--lr", "0.03", "--device", "cpu", "--max-length", "48", "--set", "data.group_by_length=true",
+               "--out", str(tmp_path / name), *extra]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[name] = _weights(tmp_path / name)

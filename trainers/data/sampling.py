@@ -10,8 +10,9 @@ on the same global batches as one, but for the last: a last batch too small to s
 it, since BatchNorm cannot train on one value per channel.
 
 With ``lengths`` (text), batches are length-grouped as Hugging Face's ``group_by_length`` does: the
-epoch's permutation is cut into runs of ``MEGA_BATCHES`` batches, each sorted longest first, so a
-batch pads to rows of similar length while the epoch's order stays random.
+epoch's permutation is cut into runs of up to ``MEGA_BATCHES`` batches (a quarter of the epoch's
+batches when that is fewer), each sorted longest first, so a batch pads to rows of similar length
+while the epoch's order stays random.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class EpochBatches(Sampler[list[int]]):
             return list(range(self.n))
         order = torch.randperm(self.n, generator=self.generator).tolist()
         if self.lengths is not None:
-            mega = self.batch_size * MEGA_BATCHES
+            mega = self.batch_size * max(1, min(MEGA_BATCHES, len(self) // 4))
             order = [i for s in range(0, self.n, mega)
                      for i in sorted(order[s:s + mega], key=lambda i: -self.lengths[i])]
         return order

@@ -50,7 +50,8 @@ def train_instruct(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink
 
     collate = pad_pairs(tokenizer.pad_token_id)
     train_loader = row_loader(TokenizedRows(*zip(*train_pairs)), cfg.optim.batch_size, collate, run.generator,
-                              run.dist, group_by_length=True)
+                              run.dist,
+                              cfg.data.group_by_length)
     val_loader = row_loader(TokenizedRows(*zip(*val_pairs)), get_task(cfg.task).eval_batch, collate)
     n_gen = min(GENERATION_SAMPLES, len(val_rows))
     prompts, references = val_rows.inputs[:n_gen], val_rows.targets[:n_gen]

@@ -54,7 +54,8 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
     label_of = {c: i for i, c in enumerate(classes)}
     collate = pad_collate(start.tokenizer.pad_token_id)
     train_loader = row_loader(TokenizedRows(train_ids, [label_of[y] for y in start.train.targets]),
-                              cfg.optim.batch_size, collate, run.generator, run.dist, group_by_length=True)
+                              cfg.optim.batch_size, collate, run.generator, run.dist,
+                              cfg.data.group_by_length)
     val_loader = row_loader(TokenizedRows(val_ids, [label_of[y] for y in start.val.targets]),
                             get_task(cfg.task).eval_batch, collate)
     forward = _forward(lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits, run.setup.device)

@@ -38,9 +38,9 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _write_image(args) -> None:
-    path, seed = args
+    path, seed, sides = args
     rng = np.random.default_rng(seed)
-    w, h = (int(v) for v in rng.integers(256, 401, 2))
+    w, h = (int(v) for v in rng.integers(sides[0], sides[1] + 1, 2))
     small = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)  # smooth, photo-like content
     from PIL import Image
 
@@ -48,12 +48,13 @@ def _write_image(args) -> None:
     img.save(path, quality=90)
 
 
-def write_jpeg_folder(root: Path, n: int, classes: int = 10) -> Path:
+def write_jpeg_folder(root: Path, n: int, classes: int = 10, sides: tuple[int, int] = (256, 400)) -> Path:
+    """``n`` JPEGs of smooth random content, ``sides`` px a side, in ``classes`` folders."""
     jobs = []
     for i in range(n):
         d = root / f"class{i % classes}"
         d.mkdir(parents=True, exist_ok=True)
-        jobs.append((d / f"{i:06d}.jpg", i))
+        jobs.append((d / f"{i:06d}.jpg", i, sides))
     with Pool(os.cpu_count()) as pool:
         pool.map(_write_image, jobs, chunksize=64)
     return root

@@ -7,7 +7,12 @@ run is dropped as warm-up.
 The edgetune figure is the training pass of each epoch (``train_seconds``); its full epoch, which
 adds validation and atomic checkpoint writes, is reported beside it against plain train + eval.
 
-    .venv/bin/python bench/train_epoch.py [--size 64] [--epochs 3] [--rounds 2]
+Layout: edgetune's batches are NCHW views of NHWC memory (channels_last, as the decoded cache
+stores pixels), which oneDNN runs faster on CPU than contiguous NCHW. By default the plain loop gets
+the same layout, so the ratio is the loop's own overhead; ``--plain-layout nchw`` gives the plain
+loop the contiguous NCHW batches a ``TensorDataset`` collates by default.
+
+    .venv/bin/python bench/train_epoch.py [--size 64] [--epochs 3] [--rounds 4] [--plain-layout nhwc|nchw]
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from edgetune.trainers.data.images import load_image_data
 from edgetune.trainers.recipes.image_classification import train_image
 
 
-def plain_loop(train, val, size: int, epochs: int, batch: int, lr: float, wd: float, seed: int):
+def plain_loop(train, val, size: int, epochs: int, batch: int, lr: float, wd: float, seed: int,
+               channels_last: bool = True):
     """The loop a PyTorch user would write: returns (train seconds, train+eval seconds) per epoch."""
     torch.manual_seed(seed)
     source = resolve_weights("efficientnet_lite0", "catalog")
@@ -49,6 +55,8 @@ def plain_loop(train, val, size: int, epochs: int, batch: int, lr: float, wd: fl
         t0 = time.monotonic()
         model.train()
         for x, y in loader:
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             loss = loss_fn(model((x.float() / 255 - mean) / std), y)
             opt.zero_grad()
             loss.backward()
@@ -68,6 +76,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--plain-layout", choices=["nhwc", "nchw"], default="nhwc")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = write_digits_imagefolder(Path(tmp) / "digits")
@@ -79,7 +88,7 @@ def main() -> None:
 
         def run_plain():
             times = plain_loop(train, val, args.size, args.epochs, args.batch, cfg.optim.lr,
-                               cfg.optim.weight_decay, cfg.seed)[1:]
+                               cfg.optim.weight_decay, cfg.seed, args.plain_layout == "nhwc")[1:]
             plain_train.extend(t for t, _ in times)
             plain_full.extend(f for _, f in times)
             return [round(t, 2) for t, _ in times]
@@ -100,7 +109,8 @@ def main() -> None:
     pt, et = statistics.median(plain_train), statistics.median(et_train)
     pf, ef = statistics.median(plain_full), statistics.median(et_full)
     print(f"# digits {len(train.labels)} train / {len(val.labels)} val images at {args.size}px, "
-          f"efficientnet_lite0 full fine-tune, batch {args.batch}, {torch.get_num_threads()} threads, CPU")
+          f"efficientnet_lite0 full fine-tune, batch {args.batch}, {torch.get_num_threads()} threads, CPU; "
+          f"plain loop batches {args.plain_layout.upper()} in memory")
     print(f"training pass:    plain {pt:.2f} s/epoch, edgetune {et:.2f} s/epoch, ratio {et / pt:.3f}x")
     print(f"epoch incl. eval: plain {pf:.2f} s/epoch, edgetune {ef:.2f} s/epoch, ratio {ef / pf:.3f}x "
           f"(edgetune also writes checkpoints)")

@@ -18,32 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gpu_train import write_jpeg_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _write(job) -> None:
-    path, i = job
-    rng = np.random.default_rng(i)
-    side = int(rng.integers(48, 81))
-    small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((side, side), Image.BILINEAR).save(path, quality=85)
-
-
-def write_folder(root: Path, n: int) -> Path:
-    jobs = []
-    for i in range(n):
-        d = root / f"class{i % 10}"
-        d.mkdir(parents=True, exist_ok=True)
-        jobs.append((d / f"{i:06d}.jpg", i))
-    with Pool(os.cpu_count()) as pool:
-        pool.map(_write, jobs, chunksize=256)
-    return root
 
 
 def peak_rss_mb(data: Path, out: Path, cache: Path) -> tuple[float, float]:
@@ -68,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgetune-bench-mem-") as tmp:
         for n in sorted(args.images):  # ascending: RUSAGE_CHILDREN keeps the largest peak so far
             t0 = time.monotonic()
-            data = write_folder(Path(tmp) / f"d{n}", n)
+            data = write_jpeg_folder(Path(tmp) / f"d{n}", n, sides=(48, 80))
             written = time.monotonic() - t0
             peak, seconds = peak_rss_mb(data, Path(tmp) / f"run{n}", Path(tmp) / f"cache{n}")
             decoded = n * 32 * 32 * 3 / 2**20

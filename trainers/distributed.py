@@ -63,22 +63,21 @@ class Dist:
             self.barrier()
 
     def sum_int(self, value: int) -> int:
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.int64)
-        tdist.all_reduce(t, group=self._host)
-        return int(t)
+        return int(self._sum(value, torch.int64))
 
     def any(self, flag: bool) -> bool:
         """True on every process when it is true on any (a stop request reaches them at different times)."""
         return self.sum_int(int(flag)) > 0 if self.enabled else flag
 
     def sum_float(self, value: float) -> float:
+        return float(self._sum(value, torch.float64))
+
+    def _sum(self, value, dtype):
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=dtype)
         tdist.all_reduce(t, group=self._host)
-        return float(t)
+        return t.item()
 
     def gather(self, obj) -> list:
         """Every process's ``obj`` (tensors and plain values), in rank order, on every process."""

@@ -94,11 +94,18 @@ def _signal_at(proc: subprocess.Popen, global_step: int, sig: int) -> int:
     return proc.wait(timeout=300)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data) -> tuple[Path, Path]:
+    """(config, run) of the DDP job never stopped."""
+    tmp = tmp_path_factory.mktemp("whole")
+    config = _config(tmp, data)
+    assert _job(config, tmp / "whole", False).wait(timeout=300) == 0
+    return config, tmp / "whole"
+
+
 @pytest.mark.parametrize("sig,at", [(signal.SIGTERM, 3), (signal.SIGKILL, 8)])
-def test_a_ddp_job_stopped_or_killed_resumes_to_the_same_weights(tmp_path, data, sig, at):
-    config = _config(tmp_path, data)
-    whole = _job(config, tmp_path / "whole", False)
-    assert whole.wait(timeout=300) == 0
+def test_a_ddp_job_stopped_or_killed_resumes_to_the_same_weights(tmp_path, uninterrupted, sig, at):
+    config, whole = uninterrupted
     cut = _job(config, tmp_path / "cut", False)
     rc = _signal_at(cut, at, sig)
     assert rc == (75 if sig == signal.SIGTERM else -signal.SIGKILL)
@@ -107,7 +114,7 @@ def test_a_ddp_job_stopped_or_killed_resumes_to_the_same_weights(tmp_path, data,
     assert len(state["process_rngs"]) == 2
     resumed = _job(config, tmp_path / "cut", True)
     assert resumed.wait(timeout=300) == 0
-    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    a, b = _weights(whole), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

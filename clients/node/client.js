@@ -71,12 +71,13 @@ export class EdgetuneClient {
 
   /**
    * Queue a job. `hyperparameters` uses the proto's camelCase names (epochs, imageSize, maxLength, ...);
-   * `task` is TASK_IMAGE_CLASSIFICATION, TASK_TEXT_CLASSIFICATION or TASK_TEXT_GENERATION.
+   * `task` is TASK_IMAGE_CLASSIFICATION, TASK_TEXT_CLASSIFICATION or TASK_TEXT_GENERATION; `gpus` is the
+   * GPU count (0: one when the server has any).
    */
   createJob({ datasetId, baseModel = '', task = 'TASK_IMAGE_CLASSIFICATION', method = 'METHOD_FULL',
-    weights = 'catalog', hyperparameters = {}, idempotencyKey = '' }) {
+    weights = 'catalog', hyperparameters = {}, idempotencyKey = '', gpus = 0 }) {
     return call(this.jobs, 'createJob', {
-      task, baseModel, weights, method, hyperparameters, datasetId, idempotencyKey,
+      task, baseModel, weights, method, hyperparameters, datasetId, idempotencyKey, gpus,
     }, 10);
   }
 

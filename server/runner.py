@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from edgetune.launch import RANK_ENV
 from edgetune.server.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Store
 from edgetune.server.worker import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 
@@ -144,7 +145,7 @@ class JobRunner:
                 job = self.store.next_queued()
                 if job is None:
                     return
-                need = job.request.get("gpus", 0)
+                need = job.request.get("gpus", min(len(self.gpus), 1))  # jobs from before Job.gpus: one
                 if need > len(self.gpus):  # the server restarted with fewer GPUs than the job asked for
                     self.store.set_state(job.id, FAILED, f"needs {need} GPU(s); this server now hands out "
                                                          f"{len(self.gpus)}", only_from=(QUEUED,))
@@ -169,9 +170,9 @@ class JobRunner:
             with open(jdir / "worker.log", "ab") as logf:
                 # Its own session: a Ctrl-C or SIGTERM to the server's process group does not reach
                 # the worker directly; the server stops it (and PR_SET_PDEATHSIG covers a dead server).
-                env = {**os.environ, "EDGETUNE_CACHE_DIR": str(self.cache_root)}
-                if self.gpus:  # only its own GPUs (none for a CPU job on a GPU server)
-                    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+                env = {k: v for k, v in os.environ.items() if k not in RANK_ENV}  # not a foreign job's rank
+                # Only its own GPUs: none for a CPU job (or a server told --gpus none).
+                env.update(EDGETUNE_CACHE_DIR=str(self.cache_root), CUDA_VISIBLE_DEVICES=",".join(gpus))
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "edgetune.server.worker", "--db", str(self.store.path), "--job", job.id,
                      "--run-dir", str(jdir / "run"), "--data", dataset["path"], "--processes", str(max(1, len(gpus)))],
@@ -216,7 +217,7 @@ class JobRunner:
         self.wake()
 
     def _last_error(self, job_id: str) -> str:
-        for line in reversed(self._log_tail(job_id, 20)):
+        for line in reversed(self._log_tail(job_id, 2000)):
             line = re.sub(r"^\[rank\d+\]:\s*", "", line)  # torchrun's prefix in a multi-GPU job
             if line.startswith("edgetune: error: "):
                 return line.removeprefix("edgetune: error: ")
@@ -227,7 +228,7 @@ class JobRunner:
         try:
             with open(path, "rb") as f:
                 f.seek(0, 2)
-                f.seek(max(0, f.tell() - 16384))
+                f.seek(max(0, f.tell() - 262144))  # a multi-GPU job's other processes log after rank 0
                 lines = f.read().decode("utf-8", "replace").splitlines()
         except OSError:
             return []

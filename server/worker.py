@@ -11,7 +11,6 @@ at the next optimizer step, after saving the resume state there (resumable mid-e
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError
+from edgetune.launch import die_with_parent, launch
 from edgetune.progress import EpochEnd, LogLine, StepProgress, TrainingStopped, request_stop
 
 EXIT_BAD_INPUT = 2
@@ -28,15 +28,6 @@ STEP_EVENT_INTERVAL_S = 2.0
 
 class Interrupted(BaseException):
     """Raised in the training thread when the server asks the worker to stop."""
-
-
-def _die_with_parent() -> None:
-    """Linux: get SIGKILL when the server dies, so no orphan keeps training a job the restarted
-    server re-queues."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 _stop_requested = False
@@ -89,14 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--processes", type=int, default=1)
     args = ap.parse_args(argv)
-    _die_with_parent()
+    # No orphan keeps training a job the restarted server re-queues: the worker dies with the
+    # server; under torchrun, each process with torchrun, which dies with the worker.
+    die_with_parent()
     rank = int(os.environ.get("RANK", "0"))
     if args.processes > 1 and "WORLD_SIZE" not in os.environ:
-        from edgetune.launch import launch
-
-        # torchrun and, through it, the training processes die with this worker.
-        return launch(args.processes, ["edgetune.server.worker", *(sys.argv[1:] if argv is None else argv)],
-                      preexec_fn=_die_with_parent)
+        return launch(args.processes, ["edgetune.server.worker", *(sys.argv[1:] if argv is None else argv)])
 
     signal.signal(signal.SIGTERM, _request_stop)
 

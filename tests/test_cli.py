@@ -72,6 +72,15 @@ def test_errors_exit_2_without_traceback_in_a_real_process(tmp_path):
     assert proc.stderr.strip() == "edgetune: error: optim.lr: must be > 0, got -1.0"
 
 
+def test_gpus_beyond_the_machine_or_below_one_is_one_line_and_exit_2(tmp_path, capsys):
+    from edgetune.runtime.sessions import cuda_device_count
+
+    args = ["train", "image", "--data", str(tmp_path), "--out", str(tmp_path / "r")]
+    line = _one_line_error(capsys, main(args + ["--gpus", str(max(2, cuda_device_count() + 1))]))
+    assert line.startswith("edgetune: error: --gpus:") and "GPUs asked for, this machine has" in line
+    assert "must be at least 1" in _one_line_error(capsys, main(args + ["--gpus", "0"]))
+
+
 def test_export_and_predict_errors(tmp_path, capsys):
     assert "not a finished run" in _one_line_error(capsys, main(["export", str(tmp_path), "--out", str(tmp_path / "b")]))
     assert "no manifest.json" in _one_line_error(capsys, main(["predict", str(tmp_path), "x.png"]))

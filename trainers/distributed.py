@@ -109,6 +109,9 @@ def start(d: Dist, cuda: bool) -> Dist:
     On CUDA the process takes GPU ``local_rank`` of those it sees."""
     if not d.enabled:
         return d
+    from edgetune.launch import die_with_parent
+
+    die_with_parent()  # torchrun killed outright: no orphan keeps training
     if cuda:
         torch.cuda.set_device(d.local_rank)
     if not tdist.is_initialized():
@@ -124,8 +127,9 @@ def stop() -> None:
 
 def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     """The module that trains: ``model`` itself, or under several processes its DDP wrapper
-    (BatchNorm synchronised across GPUs; on CPU, gloo has no SyncBatchNorm and each process keeps
-    its own batch statistics). Both share ``model``'s parameters: checkpoints keep using ``model``."""
+    (BatchNorm synchronised across GPUs; on CPU, gloo has no SyncBatchNorm: each process normalizes
+    with its own batch's statistics, and DDP copies rank 0's running statistics to the others at
+    every forward). Both share ``model``'s parameters: checkpoints keep using ``model``."""
     if not d.enabled:
         return model
     if device.type == "cuda":

@@ -176,9 +176,9 @@ def restore(run: RunContext, trainee: Trainee) -> FitState:
     saved = state.get("process_rngs") or [state]  # one per process (runs before DDP saved one)
     if len(saved) == run.dist.world:
         _set_process_rngs(saved[run.dist.rank])
-    else:  # another process count: the same global batches, other dropout draws
-        run.log(f"resuming with {run.dist.world} processes where {len(saved)} saved their state: "
-                f"dropout draws differ from an uninterrupted run", level="warning")
+    else:  # another process count: other dropout draws (and a tiny last batch may fold differently)
+        run.log(f"resuming with {run.dist.world} processes where {len(saved)} saved their state: the run "
+                f"continues, but not exactly as an uninterrupted one would", level="warning")
         if run.dist.is_main:
             _set_process_rngs(saved[0])
     position = state.get("position")

@@ -26,25 +26,62 @@ def launch_command(processes: int, module_args: list[str]) -> list[str]:
             "-m", *module_args]
 
 
-def launch(processes: int, module_args: list[str], preexec_fn=None) -> int:
+EXIT_STOPPED = 75  # what a process that saved its state at SIGTERM exits with (EX_TEMPFAIL)
+RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
+            "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+SHUTDOWN_TIMEOUT_S = 300  # torchrun's wait for processes to stop at SIGTERM (save their state) before SIGKILL
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent process dies (a launcher or torchrun killed outright), so
+    no orphan keeps training, holding a GPU and writing the run; exits at once if it already died."""
+    ppid = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != ppid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def launch(processes: int, module_args: list[str]) -> int:
     """Run ``launch_command`` and return rank 0's exit code (torchrun only says whether any process
-    failed: a stop at SIGTERM, 75, and bad input, 2, would both read as 1). SIGTERM and SIGINT are
-    passed on to torchrun, which passes them to every process."""
-    with tempfile.TemporaryDirectory(prefix="edgetune-launch-") as tmp:
-        exit_file = Path(tmp) / "rank0.exit"
-        proc = subprocess.Popen(launch_command(processes, module_args), preexec_fn=preexec_fn,
-                                env={**os.environ, EXIT_FILE_ENV: str(exit_file)})
-        forward = {s: signal.signal(s, lambda signum, _frame: proc.send_signal(signum))
-                   for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
+    failed: a stop at SIGTERM, 75, and bad input, 2, would both read as 1).
+
+    SIGTERM is passed on to torchrun, which passes it to every process (and waits up to
+    ``SHUTDOWN_TIMEOUT_S`` for them to save their state); a Ctrl-C reaches torchrun from the
+    terminal. torchrun dies with this process, and the training processes with torchrun. A stop
+    (75) is reported only when a SIGTERM came through here: a process that failed makes torchrun
+    stop the others, and that is the failure's exit code, not a stop.
+    """
+    stops = []
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, _frame: stops.append(signum)),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    env = {k: v for k, v in os.environ.items() if k not in RANK_ENV}
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))  # torchrun's default: 1
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT_S))
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgetune-launch-") as tmp:
+            exit_file = Path(tmp) / "rank0.exit"
+            proc = subprocess.Popen(launch_command(processes, module_args), preexec_fn=die_with_parent,
+                                    env={**env, EXIT_FILE_ENV: str(exit_file)})
+            signal.signal(signal.SIGTERM, lambda signum, _frame: (stops.append(signum), proc.send_signal(signum)))
+            if stops:  # arrived while it was starting
+                proc.send_signal(signal.SIGTERM)
             rc = proc.wait()
-        finally:
-            for s, handler in forward.items():
-                signal.signal(s, handler)
-        try:
-            return int(exit_file.read_text())
-        except (OSError, ValueError):
-            return rc
+            rc = rc if rc >= 0 else 128 - rc  # killed by a signal: as a shell reports it
+            try:
+                code = int(exit_file.read_text())
+            except (OSError, ValueError):
+                return rc
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if code == EXIT_STOPPED and not stops:
+        return rc or 1
+    return code if code or not rc else rc
 
 
 def record_exit(code: int) -> int:

@@ -110,6 +110,7 @@ def test_a_ddp_job_stopped_or_killed_resumes_to_the_same_weights(tmp_path, unint
     rc = _signal_at(cut, at, sig)
     assert rc == (75 if sig == signal.SIGTERM else -signal.SIGKILL)
     assert (tmp_path / "cut" / "state" / "last.pt").is_file()
+    assert not (tmp_path / "cut" / "report.json").exists()  # it did stop mid-run: no process lived on
     state = torch.load(tmp_path / "cut" / "state" / "last.pt", weights_only=True)
     assert len(state["process_rngs"]) == 2
     resumed = _job(config, tmp_path / "cut", True)

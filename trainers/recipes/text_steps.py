@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 from edgetune.tasks import PEFT_METHODS, PROMPT_TUNING, TEXT_CLASSIFICATION
@@ -47,6 +48,8 @@ def prepare_text(run: RunContext) -> TextStart:
     corpus = train.inputs if cfg.task == TEXT_CLASSIFICATION else train.inputs + train.targets
     model, tokenizer, weights = create_text_model(cfg.task, cfg.model.arch, source, len(report.classes), cfg.seed,
                                                   corpus, saved_tokenizer)
+    if run.dist.rank:  # model creation seeded torch with the run's seed: processes draw their own dropout
+        torch.manual_seed(cfg.seed + run.dist.rank)
     check_positions(model, cfg.data.max_length, cfg.prompt.virtual_tokens if cfg.method == PROMPT_TUNING else 0)
     run.log(f"weights: {weights['source']}")
     base_state = {k: v.clone() for k, v in model.state_dict().items()} if source.kind == "random" else None

@@ -144,6 +144,7 @@ def _train(args) -> int:
     if (args.gpus or 1) > 1 and "WORLD_SIZE" not in os.environ:  # start the job's processes
         from edgetune.launch import launch
 
+        _check_gpus(args)
         return launch(args.gpus, ["edgetune.cli", *args.argv])
     signal.signal(signal.SIGTERM, request_stop)
     out = args.resume or args.out
@@ -153,6 +154,19 @@ def _train(args) -> int:
         print(f"edgetune: stopped; the run's state is saved: continue with `edgetune train --resume {out}`",
               file=sys.stderr)
         return EXIT_STOPPED
+
+
+def _check_gpus(args) -> None:
+    """``--gpus K`` needs K GPUs, unless the processes run on the CPU (``--device cpu``)."""
+    sets = dict(item.partition("=")[::2] for item in args.set)
+    if (args.device or sets.get("device", "").strip()) == "cpu":
+        return
+    from edgetune.runtime.sessions import cuda_device_count
+
+    have = cuda_device_count()
+    if have < args.gpus:
+        raise EdgetuneError("--gpus", f"{args.gpus} GPUs asked for, this machine has {have}"
+                            + ("" if have else " (--device cpu runs the processes on the CPU)"))
 
 
 def _train_run(args) -> int:

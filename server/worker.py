@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError
-from edgetune.launch import die_with_parent, launch
+from edgetune.launch import EXIT_STOPPED, die_with_parent, launch
 from edgetune.progress import EpochEnd, LogLine, StepProgress, TrainingStopped, request_stop
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 75
+EXIT_INTERRUPTED = EXIT_STOPPED  # stopped by SIGTERM, resume state saved
 STEP_EVENT_INTERVAL_S = 2.0
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError, NotFound
+from edgetune.launch import EXIT_STOPPED  # SIGTERM: resume state saved, --resume continues
 from edgetune.tasks import DEVICES, IMAGE_CLASSIFICATION, TASKS, TEXT_CLASSIFICATION, TEXT_GENERATION
 
 # CLI flag -> dotted config field; everything else goes through --set.
@@ -128,9 +129,6 @@ def _yaml_task(path: str | None) -> str | None:
     except (OSError, yaml.YAMLError):
         return None  # load_config reports the unreadable file
     return tree.get("task") if isinstance(tree, dict) else None
-
-
-EXIT_STOPPED = 75  # SIGTERM: resume state saved, ``--resume`` continues (EX_TEMPFAIL, as the server's workers)
 
 
 def _train(args) -> int:

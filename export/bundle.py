@@ -1,11 +1,15 @@
 """Bundles: ``export_bundle(run_dir, out_dir)`` turns a run into a verified, self-describing folder.
 
 BUNDLE/
-  model.onnx      labels, preprocessing / tokenization and task also in its metadata_props
+  model.onnx      fp32; labels, preprocessing / tokenization and task also in its metadata_props
+  model.int8.onnx, model.fp16.onnx   the variants asked for that passed their held-out gates
   tokenizer/      text bundles: tokenizer.json and its config (how to tokenize is in the manifest)
   manifest.json   labels, preprocessing or tokenization, input/output names and shapes, opset,
                   sha256 of each file, source run (which epoch of how many, finished, degenerate,
-                  what was exported despite), parity report, and ``valid: true``
+                  what was exported despite), parity report, the variants (file, gate, ladder
+                  attempts, latency, flags; those dropped and why), the default variant, ``valid: true``
+
+The manifest holds no paths of the exporting machine (``schemas/manifest.schema.json``).
 
 Unfinished and degenerate runs (``run_status``) are refused unless allowed explicitly.
 
@@ -38,15 +42,19 @@ from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_GENER
 from edgetune.integrity import sha256_file
 from edgetune.atomic import default_mode
 from edgetune.trainers.checkpoint import save_json
-from edgetune.trainers.run import RunFiles, RunModel, RunStatus, load_run, read_model_meta, run_status
+from edgetune.trainers.run import (RunFiles, RunModel, RunStatus, heldout_images, load_run, read_model_meta,
+                                   run_status)
 
 from .onnx_export import export_onnx, metadata_problems
-from .parity import ImageContract, ParityReport, check_parity
+from .parity import ImageContract, ParityReport, batches_of, check_parity
 from edgetune.runtime.manifest import BUNDLE_FORMAT
 from edgetune.runtime.sessions import create_session
 from .specs import EXPORT_SPECS, FP32, ExportSpec, Tolerance
+from .variants import (CALIBRATION_BATCH, FILES, HELDOUT_BATCH, LATENCY_BATCHES, HeldOut, VariantInputs,
+                       build_variants, check_inputs, choose_default, cpu_description, measure_latency,
+                       parse_precisions)
 
-PRECISION = FP32  # what export_bundle writes; INT8 / FP16 variants will add theirs
+PRECISION = FP32  # model.onnx's precision; INT8 / FP16 variants sit beside it (export/variants.py)
 
 
 @dataclass
@@ -82,10 +90,14 @@ def held_out_paths(run_dir: Path) -> list[str]:
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto", force: bool = False,
                   atol: float | None = None, rtol: float | None = None, allow_degenerate: bool = False,
-                  allow_unfinished: bool = False, progress: ProgressSink = silent) -> BundleResult:
+                  allow_unfinished: bool = False, progress: ProgressSink = silent,
+                  precisions: str | list[str] = (FP32,), source: str | None = None) -> BundleResult:
     """Export a run's best checkpoint, gate it on parity, and write the bundle.
 
     Args:
+        precisions: fp32 (always) and any of fp16, int8: variants built beside model.onnx, each
+            kept only if it passes its held-out gate (``export/variants.py``).
+        source: how the manifest names the run (default: its folder's name); never a path.
         atol, rtol: override the spec's fp32 tolerance (``|ort - torch| <= atol + rtol * |torch|``).
         allow_degenerate: export a run whose training report flags the model as degenerate
             (constant outputs, or accuracy not above the majority class); refused otherwise.
@@ -93,7 +105,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
             before its last epoch); refused otherwise.
 
     Raises:
-        FailedPrecondition: the run is unfinished or degenerate and that was not allowed.
+        FailedPrecondition: the run is unfinished or degenerate and that was not allowed; a
+            variant needs data the run did not keep (held-out set, >= 100 calibration images).
         ParityError: ONNX Runtime disagrees with PyTorch; nothing valid is written.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -103,6 +116,11 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
     if task not in BUILDERS:
         raise InvalidArgument("run", f"exporting {task} runs is not supported yet")
     spec = _with_tolerance(EXPORT_SPECS[task], atol, rtol)
+    precisions = parse_precisions(precisions)
+    if len(precisions) > 1 and task not in VARIANT_TASKS:
+        raise InvalidArgument("precision", f"{task} bundles are exported in fp32 only; fp16 and int8 variants are "
+                                           "built for classifiers")
+    source = source or run_dir.resolve().name
     status = run_status(run_dir)
     _check_status(status, allow_degenerate, allow_unfinished)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -110,14 +128,16 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
     tmp.chmod(default_mode(directory=True))  # mkdtemp makes it 0700; a bundle follows the one rule
     try:
         t0 = time.monotonic()
-        fields, check = BUILDERS[task](run_dir, tmp, spec, device)
+        fields, check, variant_inputs = BUILDERS[task](run_dir, tmp, spec, device, source)
+        inputs = variant_inputs() if len(precisions) > 1 else None
+        check_inputs(precisions, inputs, task)
         progress(LogLine(f"exported ONNX opset {spec.opset} in {time.monotonic() - t0:.1f}s; checking parity"))
         manifest = {
             "format": BUNDLE_FORMAT, "valid": False, "task": task, "precision": PRECISION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "edgetune_version": edgetune.__version__, **fields, "opset": spec.opset,
-            "source_run": {"dir": str(run_dir.resolve()), "arch": meta["arch"], "method": meta.get("method"),
-                           "task": task, "base_weights": meta.get("weights"), **status.to_dict(),
+            "source_run": {"name": source, "arch": meta["arch"], "method": meta.get("method"),
+                           "task": task, "base_weights": without_paths(meta.get("weights")), **status.to_dict(),
                            "exported_despite": [k for k, allowed in (("unfinished", allow_unfinished),
                                                                      ("degenerate", allow_degenerate))
                                                 if allowed and getattr(status, k)],
@@ -134,6 +154,10 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
             tmp.rename(invalid)
             raise ParityError(e.subject, f"{e.message}; failed bundle kept at {invalid}", e.report) from None
         manifest["parity"] = report.to_dict()
+        if inputs is not None:
+            manifest.update(_variants(tmp, precisions, inputs, progress))
+        else:
+            manifest.update(variants={FP32: _fp32_entry(tmp)}, default_variant=FP32)
         manifest["valid"] = True
         _finish(tmp, manifest)
         if out_dir.exists():
@@ -142,6 +166,43 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
         return BundleResult(out_dir, manifest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+VARIANT_TASKS = (IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION)
+
+
+def _fp32_entry(folder: Path) -> dict:
+    return {"file": FILES[FP32], "precision": FP32, "bytes": (folder / FILES[FP32]).stat().st_size,
+            "gate": {"kind": "parity against PyTorch (the manifest's parity)", "passed": True}}
+
+
+def _variants(folder: Path, precisions: list[str], inputs: VariantInputs, progress: ProgressSink) -> dict:
+    """Build and gate the variants, time every kept one beside fp32, and pick the default."""
+    results = build_variants(folder / FILES[FP32], folder, precisions, inputs, progress)
+    variants = {FP32: _fp32_entry(folder)}
+    for r in results:
+        if r.kept:
+            variants[r.precision] = {"file": r.entry["file"], "precision": r.precision,
+                                     "bytes": (folder / r.entry["file"]).stat().st_size, **r.entry}
+    progress(LogLine(f"timing {', '.join(variants)} at batch {' and '.join(map(str, LATENCY_BATCHES))}"))
+    latency = measure_latency({p: folder / v["file"] for p, v in variants.items()}, inputs.timing)
+    default, flags, speedup = choose_default(latency)
+    for p, v in variants.items():
+        v.update(latency_ms=latency[p], speedup_vs_fp32=speedup[p], flags=flags[p])
+    return {"variants": variants, "default_variant": default,
+            "dropped_variants": {r.precision: r.entry for r in results if not r.kept},
+            "latency": {"provider": "CPUExecutionProvider", "cpu": cpu_description(),
+                        "batches": list(LATENCY_BATCHES),
+                        "method": "median ms over 3 interleaved rounds, default session options"}}
+
+
+def without_paths(text: str | None) -> str | None:
+    """``text`` with every absolute path cut to its last component: manifests name no server paths."""
+    import re
+
+    if text is None:
+        return None
+    return re.sub(r"(?<![\w.])(?:/|[A-Za-z]:\\)[^\s()'\"]*", lambda m: Path(m.group(0)).name or m.group(0), text)
 
 
 def _with_tolerance(spec: ExportSpec, atol: float | None, rtol: float | None) -> ExportSpec:
@@ -168,14 +229,15 @@ def _check_status(status: RunStatus, allow_degenerate: bool, allow_unfinished: b
                                  "allow_degenerate in ExportModelRequest)")
 
 
-def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
-                    ) -> tuple[dict, Callable[[], ParityReport]]:
-    """Write an image classifier's model.onnx; return its manifest fields and its parity gate."""
+def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str, source: str
+                    ) -> tuple[dict, Callable[[], ParityReport], Callable[[], VariantInputs]]:
+    """Write an image classifier's model.onnx; return its manifest fields, its parity gate, and
+    what the INT8 / FP16 variants are calibrated, gated and timed on."""
     run = load_run(run_dir)
     pixels = held_out_pixels(run_dir)
     metadata = {"edgetune.task": spec.task, "edgetune.labels": run.classes,
                 "edgetune.preprocessing": run.preprocessing.to_dict(),
-                "edgetune.source_run": str(run_dir.resolve()), "edgetune.version": edgetune.__version__}
+                "edgetune.source_run": source, "edgetune.version": edgetune.__version__}
     # Batch 2 at least, so the exporter cannot specialise the batch axis to 1.
     sample = torch.from_numpy(normalize(np.resize(pixels, (2, *pixels.shape[1:])), run.preprocessing))
     model_path = export_onnx(run.model, (sample,), spec, folder / "model.onnx", metadata)
@@ -191,7 +253,18 @@ def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
                             device_side, PRECISION, problems=metadata_problems(model_path, {
                                 "labels": written["labels"], "preprocessing": written["preprocessing"]}))
 
-    return fields, check
+    def variant_inputs() -> VariantInputs:
+        device_prep = Preprocessing.from_dict(json.loads(json.dumps(fields))["preprocessing"])
+        held, labels = heldout_images(run_dir)
+        calibration, _ = heldout_images(run_dir, calibration=True)
+        x = normalize(held, device_prep)
+        return VariantInputs(
+            HeldOut([{spec.input_names[0]: b} for b in batches_of(x, HELDOUT_BATCH)], labels),
+            {b: {spec.input_names[0]: np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))} for b in LATENCY_BATCHES},
+            [{spec.input_names[0]: b} for b in batches_of(normalize(calibration, device_prep), CALIBRATION_BATCH)],
+            len(calibration))
+
+    return fields, check, variant_inputs
 
 
 def image_fields(run: RunModel, spec: ExportSpec) -> dict:
@@ -204,16 +277,16 @@ def image_fields(run: RunModel, spec: ExportSpec) -> dict:
     }
 
 
-def _text_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str):
+def _text_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str, source: str):
     from .text_bundle import text_classifier_contents
 
-    return text_classifier_contents(run_dir, folder, spec, device)
+    return text_classifier_contents(run_dir, folder, spec, device, source)
 
 
-def _generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str):
+def _generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str, source: str):
     from .generation_bundle import text_generator_contents
 
-    return text_generator_contents(run_dir, folder, spec, device)
+    return text_generator_contents(run_dir, folder, spec, device, source)
 
 
 BUILDERS = {IMAGE_CLASSIFICATION: _image_contents, TEXT_CLASSIFICATION: _text_contents,

@@ -36,7 +36,7 @@ from edgetune.runtime.text import tokenization_of
 PROMPT_PAST = "prompt_past.safetensors"
 
 
-def text_generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
+def text_generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str, source: str
                             ) -> tuple[dict, Callable[[], ParityReport]]:
     """Write model.onnx, tokenizer/ (and prompt_past for prompt tuning); return manifest fields and the gate."""
     run = load_run(run_dir)
@@ -45,7 +45,7 @@ def text_generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, devic
     fmt = run.meta["prompt_format"]
     tokenization = tokenization_of(run.tokenizer, int(run.meta["max_length"]))
     metadata = {"edgetune.task": spec.task, "edgetune.tokenization": tokenization, "edgetune.prompt_format": fmt,
-                "edgetune.source_run": str(Path(run_dir).resolve()), "edgetune.version": edgetune.__version__}
+                "edgetune.source_run": source, "edgetune.version": edgetune.__version__}
     io = export_decoder(run.model, folder / "model.onnx", spec.opset, metadata)
     initial_past = None
     if run.meta["method"] == PROMPT_TUNING:
@@ -98,4 +98,4 @@ def text_generator_contents(run_dir: Path, folder: Path, spec: ExportSpec, devic
             report.problems += part.problems
         return raise_unless_passed(report)
 
-    return fields, check
+    return fields, check, None  # fp32 only: no INT8 / FP16 variants of decoders yet

@@ -23,13 +23,14 @@ import torch
 
 import edgetune
 from edgetune.trainers.data.tokenize import encode
-from edgetune.trainers.run import load_run, load_unmerged, parity_texts
+from edgetune.trainers.run import heldout_texts, load_run, load_unmerged, parity_texts
 
 from .onnx_export import export_onnx, metadata_problems
 from .parity import (Feed, ParityReport, batches_of, compare, label_problems, ort_runner, raise_unless_passed,
                      torch_runner)
 from edgetune.runtime.sessions import create_session
 from .specs import FP32, ExportSpec
+from .variants import HELDOUT_BATCH, LATENCY_BATCHES, HeldOut, VariantInputs
 from edgetune.runtime.text import TextEncoder, tokenization_of
 
 PARITY_LENGTHS = (2, 7)  # random-token cases, besides max_length
@@ -48,9 +49,10 @@ def _random_feeds(vocab: int, lengths: list[int], batch: int, seed: int = 0) -> 
     return feeds
 
 
-def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str
-                             ) -> tuple[dict, Callable[[], ParityReport]]:
-    """Write model.onnx and tokenizer/ into ``folder``; return manifest fields and the parity gate."""
+def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str, source: str
+                             ) -> tuple[dict, Callable[[], ParityReport], Callable[[], VariantInputs]]:
+    """Write model.onnx and tokenizer/ into ``folder``; return manifest fields, the parity gate and
+    what the INT8 / FP16 variants are gated and timed on."""
     run = load_run(run_dir)
     shutil.copytree(Path(run_dir) / "tokenizer", folder / "tokenizer")
     max_length = int(run.meta["max_length"])
@@ -62,7 +64,7 @@ def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, devi
     if sample["input_ids"].shape[1] < 2:  # the sequence axis must not be specialised to 1
         sample = _random_feeds(len(run.tokenizer), [4], 2)[0]
     metadata = {"edgetune.task": spec.task, "edgetune.labels": run.classes, "edgetune.tokenization": tokenization,
-                "edgetune.source_run": str(Path(run_dir).resolve()), "edgetune.version": edgetune.__version__}
+                "edgetune.source_run": source, "edgetune.version": edgetune.__version__}
     model_path = export_onnx(run.model, tuple(torch.from_numpy(sample[n]) for n in spec.input_names), spec,
                              folder / "model.onnx", metadata, dim_max={"sequence": max_length})
     session = create_session(model_path, device)
@@ -107,7 +109,16 @@ def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, devi
             ]
         return raise_unless_passed(report)
 
-    return fields, check
+    def variant_inputs() -> VariantInputs:
+        rows = heldout_texts(run_dir)
+        index = {c: i for i, c in enumerate(run.classes)}
+        texts = [r["text"] for r in rows]
+        batches = batches_of(texts, HELDOUT_BATCH)
+        heldout = HeldOut([encoder.encode(b) for b in batches], np.array([index[r["label"]] for r in rows]))
+        timing = {b: encoder.encode((texts * b)[:b]) for b in LATENCY_BATCHES}
+        return VariantInputs(heldout, timing, None)
+
+    return fields, check, variant_inputs
 
 
 def text_classifier_fields(run, spec: ExportSpec, tokenization: dict) -> dict:

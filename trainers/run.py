@@ -6,6 +6,10 @@ RUN/
   model.json         what rebuilds it: task, arch, classes, image size / HF config, best metrics
   parity_samples.safetensors  held-out validation images (uint8) for the export parity gate
   parity_samples.json         text runs: held-out validation rows for the export parity gate
+  heldout.safetensors / .json validation images (uint8, labels) or rows: the accuracy gates of the
+                     export's INT8 and FP16 variants (the whole val set up to HELDOUT_SAMPLES)
+  calibration.safetensors     image runs: class-stratified training images (uint8, labels) for
+                     INT8 calibration (CALIBRATION_SAMPLES)
   tokenizer/         text runs: the tokenizer files (tokenizer.json, ...)
   adapter/           peft methods: the unmerged adapter (the parity gate checks the merge)
   base.safetensors   peft methods on random-init weights: the base the adapter applies to
@@ -22,12 +26,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import yaml
 from safetensors.torch import load_file
 
-from edgetune.errors import NotFound, WeightsError
+from edgetune.errors import FailedPrecondition, NotFound, WeightsError
 from edgetune.integrity import sha256_file
 from edgetune.runtime.imaging import Preprocessing
 from edgetune.tasks import IMAGE_CLASSIFICATION, PROMPT_TUNING, TEXT_CLASSIFICATION, get_task
@@ -36,6 +41,20 @@ from edgetune.trainers.models.text import ClassifierLogits, auto_class, build_hf
 from edgetune.trainers.report import format_summary
 
 PARITY_SAMPLES = 64  # held-out validation images kept in a run for the export parity gate
+HELDOUT_SAMPLES = 2000  # validation samples kept for the variants' accuracy gates ...
+HELDOUT_BYTES = 128 << 20  # ... and at most this many bytes of pixels
+CALIBRATION_SAMPLES = 300  # class-stratified training images kept for INT8 calibration
+
+
+def stratified(labels, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` indices, class-stratified and deterministic: ``labels`` sorted by class (within a
+    class in a ``seed``-shuffled order), then ``n`` picked evenly spread, so each class keeps its share."""
+    labels = np.asarray(labels)
+    if len(labels) <= n:
+        return np.arange(len(labels))
+    shuffled = np.random.default_rng(seed).permutation(len(labels))
+    order = shuffled[np.argsort(labels[shuffled], kind="stable")]
+    return np.sort(order[np.unique(np.linspace(0, len(order) - 1, n).astype(int))])
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,18 @@ class RunFiles:
     @property
     def parity_samples(self) -> Path:
         return self.root / "parity_samples.safetensors"
+
+    @property
+    def heldout(self) -> Path:
+        return self.root / "heldout.safetensors"
+
+    @property
+    def heldout_texts(self) -> Path:
+        return self.root / "heldout.json"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration.safetensors"
 
     @property
     def report(self) -> Path:
@@ -188,6 +219,31 @@ def load_unmerged(run_dir: str | Path) -> nn.Module | None:
                                                         dtype=torch.float32, **kwargs)
     peft_model = PeftModel.from_pretrained(base, str(files.adapter), is_trainable=False).eval()
     return ClassifierLogits(peft_model).eval() if classify else peft_model
+
+
+def heldout_texts(run_dir: str | Path) -> list[dict]:
+    """A text classification run's held-out validation rows for the variants' accuracy gates."""
+    path = RunFiles(Path(run_dir)).heldout_texts
+    if not path.is_file():
+        raise FailedPrecondition("precision", f"run {Path(run_dir).name} kept no held-out rows for the accuracy "
+                                              "gates of FP16 / INT8 variants (trained before edgetune kept them): "
+                                              "retrain it, or export fp32 only")
+    return json.loads(path.read_text())
+
+
+def heldout_images(run_dir: str | Path, calibration: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """An image run's held-out validation images (or, ``calibration``, its class-stratified training
+    images for INT8) as uint8 NHWC pixels and class indices."""
+    files = RunFiles(Path(run_dir))
+    path = files.calibration if calibration else files.heldout
+    if not path.is_file():
+        raise FailedPrecondition("precision", f"run {Path(run_dir).name} kept no {path.stem} images for FP16 / INT8 "
+                                              "variants (trained before edgetune kept them): retrain it, or export "
+                                              "fp32 only")
+    from safetensors.numpy import load_file as load_numpy
+
+    arrays = load_numpy(str(path))
+    return arrays["pixels"], arrays["labels"].astype(np.int64)
 
 
 def parity_texts(run_dir: str | Path) -> list[dict]:

@@ -32,7 +32,8 @@ from edgetune.trainers.metrics import degenerate_reasons
 from edgetune.trainers.models.image import create_model, default_normalization, load_base_weights
 from edgetune.trainers.models.weights import resolve_weights
 from edgetune.trainers.report import final_metrics
-from edgetune.trainers.run import PARITY_SAMPLES, RunFiles, RunResult, load_run, read_model_meta
+from edgetune.trainers.run import (CALIBRATION_SAMPLES, HELDOUT_BYTES, HELDOUT_SAMPLES, PARITY_SAMPLES, RunFiles,
+                                   RunResult, load_run, read_model_meta, stratified)
 
 
 def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = silent,
@@ -94,7 +95,7 @@ def train_image(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = 
 
     trainee = make_trainee(run, model, train_loader, compute_loss, val_metrics, save_best,
                            train_mode=lambda: set_train_mode(model, cfg.method), trains=trains)
-    state = restore(run, trainee) if resume else _start(run, val_set, val_metrics if prior else None)
+    state = restore(run, trainee) if resume else _start(run, train_set, val_set, val_metrics if prior else None)
     state = fit(run, state, trainee)
     if not run.dist.is_main:
         return follower_result(run, state)
@@ -136,9 +137,10 @@ def _base_model(cfg: TrainConfig, num_classes: int, prior: dict | None) -> tuple
     return model, source.create_kwargs, load_base_weights(model, source)
 
 
-def _start(run: RunContext, val_set: ImageSet, evaluate_prior) -> FitState:
-    """Create the run folder (only now: a run that fails set-up leaves nothing): the config, and
-    held-out validation images for the export's parity gate. A re-tune records the model before."""
+def _start(run: RunContext, train_set: ImageSet, val_set: ImageSet, evaluate_prior) -> FitState:
+    """Create the run folder (only now: a run that fails set-up leaves nothing): the config,
+    held-out validation images for the export's parity and accuracy gates, and class-stratified
+    training images for INT8 calibration. A re-tune records the model before."""
     state = FitState()
     if run.dist.is_main:
         run.files.root.mkdir(parents=True, exist_ok=True)
@@ -147,6 +149,11 @@ def _start(run: RunContext, val_set: ImageSet, evaluate_prior) -> FitState:
         keep = np.unique(np.linspace(0, len(val_set.labels) - 1, PARITY_SAMPLES).astype(int))
         ckpt.save_numpy(run.files.parity_samples, {"pixels": val_set.read(keep), "labels": val_set.labels[keep]},
                         {"paths": json.dumps([val_set.paths[i] for i in keep])})
+        row_bytes = val_set.size * val_set.size * 3
+        for path, images, n in ((run.files.heldout, val_set, min(HELDOUT_SAMPLES, HELDOUT_BYTES // row_bytes)),
+                                (run.files.calibration, train_set, CALIBRATION_SAMPLES)):
+            keep = stratified(images.labels, n, run.cfg.seed)
+            ckpt.save_numpy(path, {"pixels": images.read(keep), "labels": images.labels[keep]})
     if evaluate_prior is not None:
         state.before = evaluate_prior()
         run.log(f"before re-tuning: {state.before}")

@@ -24,7 +24,7 @@ from edgetune.trainers.loop import evaluate, predict_logits, score
 from edgetune.trainers.metrics import degenerate_reasons
 from edgetune.trainers.recipes.text_steps import apply_text_method, prepare_text, start_text_run, text_checkpoint_saver
 from edgetune.trainers.report import final_metrics
-from edgetune.trainers.run import PARITY_SAMPLES, RunResult, load_run
+from edgetune.trainers.run import HELDOUT_SAMPLES, PARITY_SAMPLES, RunResult, load_run, stratified
 
 
 def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = silent,
@@ -79,8 +79,12 @@ def train_text(cfg: TrainConfig, out_dir: str | Path, progress: ProgressSink = s
         # Spread over the label-sorted val rows so every class is represented.
         order = np.argsort([label_of[y] for y in start.val.targets], kind="stable")
         keep = order[np.unique(np.linspace(0, len(order) - 1, PARITY_SAMPLES).astype(int))]
-        start_text_run(run, start, [{"text": start.val.inputs[i], "label": start.val.targets[i],
-                                     "row": start.val.rows[i]} for i in keep])
+        def rows(indices):
+            return [{"text": start.val.inputs[i], "label": start.val.targets[i], "row": start.val.rows[i]}
+                    for i in indices]
+
+        heldout = stratified([label_of[y] for y in start.val.targets], HELDOUT_SAMPLES, cfg.seed)
+        start_text_run(run, start, rows(keep), rows(heldout))
     state = fit(run, state, trainee)
     if not run.dist.is_main:
         return follower_result(run, state)

@@ -64,9 +64,11 @@ def apply_text_method(run: RunContext, model: nn.Module) -> tuple[nn.Module, dic
     return model, {"trainable_params": trainable, "total_params": total}
 
 
-def start_text_run(run: RunContext, start: TextStart, parity_rows: list[dict]) -> None:
+def start_text_run(run: RunContext, start: TextStart, parity_rows: list[dict],
+                   heldout_rows: list[dict] | None = None) -> None:
     """Create the run folder (only once set-up succeeded): config, tokenizer, the random-init
-    base a peft adapter applies to, and the held-out rows the export's parity gate uses."""
+    base a peft adapter applies to, the held-out rows the export's parity gate uses and, for
+    classifiers, those its variants' accuracy gates use."""
     cfg, files = run.cfg, run.files
     if not run.dist.is_main:
         return
@@ -76,6 +78,8 @@ def start_text_run(run: RunContext, start: TextStart, parity_rows: list[dict]) -
     if start.base_state is not None and cfg.method in PEFT_METHODS:
         ckpt.save_weights(files.base, start.base_state)
     ckpt.save_json(files.parity_texts, parity_rows)
+    if heldout_rows is not None:
+        ckpt.save_json(files.heldout_texts, heldout_rows)
 
 
 def text_checkpoint_saver(run: RunContext, model: nn.Module, meta: dict):

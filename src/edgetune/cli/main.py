@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="export a run whose training report flags the model as degenerate")
     exp.add_argument("--allow-unfinished", action="store_true",
                      help="export the best checkpoint so far of a run that has not finished training")
+    exp.add_argument("--precision", default="fp32", metavar="LIST",
+                     help="comma-separated, of fp32 (always), fp16, int8: variants built beside model.onnx, each "
+                          "kept only if it passes its held-out accuracy gate (default: fp32)")
 
     pred = sub.add_parser("predict", help="classify images or texts with a bundle in ONNX Runtime")
     pred.add_argument("bundle")
@@ -66,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="image files; or texts for a text bundle ('-' reads one text per line from stdin)")
     pred.add_argument("--top-k", type=int, default=5)
     pred.add_argument("--device", default="auto", choices=DEVICES)
+    pred.add_argument("--variant", choices=("fp32", "fp16", "int8"),
+                      help="which of the bundle's variants runs (default: the manifest's default_variant)")
     pred.add_argument("--json", action="store_true", help="print JSON lines")
 
     gen = sub.add_parser("generate", help="complete a prompt with a text generation bundle in ONNX Runtime")
@@ -222,16 +227,19 @@ def _export(args) -> int:
         raise NotFound(args.run, "no such run directory")
     from edgetune.export.bundle import export_bundle
     from edgetune.export.parity import parity_line
+    from edgetune.export.variants import variants_lines
     from edgetune.progress import TerminalProgress
 
     result = export_bundle(args.run, args.out, device=args.device, force=args.force, atol=args.atol, rtol=args.rtol,
                            allow_degenerate=args.allow_degenerate, allow_unfinished=args.allow_unfinished,
-                           progress=TerminalProgress())
+                           progress=TerminalProgress(), precisions=args.precision)
     source = result.manifest["source_run"]
     print(f"exported epoch {source['epoch']} of {source['epochs']}"
           + ("" if source["finished"] else " (training had not finished)")
           + "".join(f"; exported despite: {k}" for k in source["exported_despite"]))
     print(parity_line(result.parity))
+    for line in variants_lines(result.manifest):
+        print(line)
     print(f"bundle: {result.dir}")
     return 0
 
@@ -239,7 +247,7 @@ def _export(args) -> int:
 def _predict(args) -> int:
     from edgetune.runtime import TextGenerator, TextPredictor, load_predictor
 
-    predictor = load_predictor(args.bundle, device=args.device)
+    predictor = load_predictor(args.bundle, device=args.device, variant=args.variant)
     if isinstance(predictor, TextGenerator):
         raise EdgetuneError("bundle", f"{args.bundle} generates text; use `edgetune generate`")
     if isinstance(predictor, TextPredictor):

@@ -26,10 +26,11 @@ __all__ = ["ImagePredictor", "TextPredictor", "TextGenerator", "Prediction", "Pr
 
 
 def load_predictor(bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
-                   spinning: bool = True) -> Predictor:
-    """The predictor for a bundle's task, its hashes verified and its session warm."""
+                   spinning: bool = True, variant: str | None = None) -> Predictor:
+    """The predictor for a bundle's task, its hashes verified and its session warm on ``variant``
+    (fp32, fp16 or int8; default: the variant the manifest names as its default)."""
     task = manifest_of(bundle_dir).get("task")
     if task not in PREDICTORS:
         raise InvalidArgument("bundle", f"{bundle_dir} is a {task!r} bundle; this runtime knows "
                                         f"{', '.join(PREDICTORS)}")
-    return PREDICTORS[task](bundle_dir, device, threads, spinning)
+    return PREDICTORS[task](bundle_dir, device, threads, spinning, variant)

@@ -186,10 +186,10 @@ class TextGenerator(BundleModel):
     task = TASK
 
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
-                 spinning: bool = True):
+                 spinning: bool = True, variant: str | None = None):
         from tokenizers import Tokenizer
 
-        super().__init__(bundle_dir, device, threads, spinning)
+        super().__init__(bundle_dir, device, threads, spinning, variant)
         gen = self.manifest["generation"]
         self.eos_token_id = gen["eos_token_id"]
         self.max_new_tokens = int(gen["max_new_tokens"])

@@ -22,8 +22,8 @@ class ImagePredictor(BundleModel):
     task = TASK
 
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
-                 spinning: bool = True):
-        super().__init__(bundle_dir, device, threads, spinning)
+                 spinning: bool = True, variant: str | None = None):
+        super().__init__(bundle_dir, device, threads, spinning, variant)
         self.preprocessing = Preprocessing.from_dict(self.manifest["preprocessing"])
         self.input_name = self.manifest["inputs"][0]["name"]
 

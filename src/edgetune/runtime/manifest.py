@@ -47,20 +47,34 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
     return manifest
 
 
+def variant_file(manifest: dict, variant: str | None = None) -> tuple[str, str]:
+    """(precision, file) of a bundle's variant: ``variant`` (fp32, fp16, int8), or the manifest's
+    ``default_variant`` when None. Bundles from before variants have model.onnx (fp32) alone."""
+    variants = manifest.get("variants") or {"fp32": {"file": "model.onnx"}}
+    name = variant or manifest.get("default_variant") or "fp32"
+    if name not in variants:
+        dropped = (manifest.get("dropped_variants") or {}).get(name)
+        why = f" (dropped at export: {dropped['reason']})" if dropped else ""
+        raise InvalidArgument("variant", f"the bundle has {', '.join(variants)}, not {name!r}{why}")
+    return name, variants[name]["file"]
+
+
 def expect_task(manifest: dict, bundle_dir: str | Path, task: str) -> None:
     if manifest.get("task") != task:
         raise InvalidArgument("bundle", f"{bundle_dir} is a {manifest.get('task')} bundle, not {task}")
 
 
 class BundleModel:
-    """A verified bundle of the subclass's ``task``, with its labels and a warm ONNX Runtime session."""
+    """A verified bundle of the subclass's ``task``, with its labels and a warm ONNX Runtime session
+    on one of its variants (``variant``: fp32, fp16, int8; default: the manifest's default)."""
 
     task: str
 
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
-                 spinning: bool = True):
+                 spinning: bool = True, variant: str | None = None):
         self.dir = Path(bundle_dir)
         self.manifest = verify_bundle(self.dir)
         expect_task(self.manifest, bundle_dir, self.task)
         self.labels: list[str] = list(self.manifest.get("labels") or [])
-        self.session = create_session(self.dir / "model.onnx", device, threads, spinning)
+        self.variant, model_file = variant_file(self.manifest, variant)
+        self.session = create_session(self.dir / model_file, device, threads, spinning)

@@ -61,8 +61,8 @@ class TextPredictor(BundleModel):
     task = TASK
 
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
-                 spinning: bool = True):
-        super().__init__(bundle_dir, device, threads, spinning)
+                 spinning: bool = True, variant: str | None = None):
+        super().__init__(bundle_dir, device, threads, spinning, variant)
         self.encoder = TextEncoder(self.dir, self.manifest["tokenization"])
 
     def logits(self, texts: list[str]) -> np.ndarray:

@@ -97,17 +97,22 @@ def test_digits_end_to_end_through_the_cli(digits_folder, tmp_path, capsys):
     assert report["final"]["accuracy"] > 0.85  # chance is 0.10
     assert report["final"]["macro_f1"] > 0.85
 
-    assert main(["export", str(run), "--out", str(bundle)]) == 0
+    assert main(["export", str(run), "--out", str(bundle), "--precision", "fp32,int8"]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["valid"] and manifest["parity"]["passed"] and manifest["parity"]["margin"] <= 1
     assert manifest["parity"]["top1_agreement"] == 1.0 and manifest["parity"]["top1_compared"] > 0
+    # ImageNet-pretrained EfficientNet-Lite0, static INT8: the held-out gate passes.
+    int8 = manifest["variants"]["int8"]["gate"]
+    assert int8["passed"] and int8["drop_pt"]["accuracy"] <= 1.0 and int8["top1_agreement"] >= 0.98
+    assert "int8" in capsys.readouterr().out  # the variants table
 
     capsys.readouterr()
     images = [str(p) for p in sorted((digits_folder / "4").glob("*.png"))[:5]]
-    assert main(["predict", str(bundle), *images, "--top-k", "3", "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 5 and all(len(r["top"]) == 3 for r in rows)
-    assert sum(r["top"][0]["label"] == "4" for r in rows) >= 4
+    for variant in ("fp32", "int8"):
+        assert main(["predict", str(bundle), *images, "--top-k", "3", "--json", "--variant", variant]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert len(rows) == 5 and all(len(r["top"]) == 3 for r in rows)
+        assert sum(r["top"][0]["label"] == "4" for r in rows) >= 4
 
 
 def test_models_lists_the_registry(capsys):

@@ -120,16 +120,21 @@ export class EdgetuneClient {
   /**
    * Export a SUCCEEDED job through the parity gate. Options: atol / rtol (0: the task's default;
    * per output |onnxruntime - pytorch| <= atol + rtol * |pytorch|), allowDegenerate (export a job
-   * whose `warnings` flag a degenerate model). A number is read as `{ atol }`, as before.
+   * whose `warnings` flag a degenerate model), precisions (e.g. ['fp16', 'int8']: variants kept only
+   * if they pass their held-out accuracy gate). A number is read as `{ atol }`, as before.
    */
   exportModel(jobId, options = {}) {
-    const { atol = 0, rtol = 0, allowDegenerate = false } = typeof options === 'number' ? { atol: options } : options;
-    return call(this.exports, 'exportModel', { jobId, atol, rtol, allowDegenerate }, 300);
+    const { atol = 0, rtol = 0, allowDegenerate = false, precisions = [] } =
+      typeof options === 'number' ? { atol: options } : options;
+    return call(this.exports, 'exportModel', { jobId, atol, rtol, allowDegenerate, precisions }, 600);
   }
 
-  /** Classify encoded images (Buffers); resolves to one { top: [{label, score}] } per image. */
-  predict(exportId, images, topK = 5) {
-    return call(this.inference, 'predict', { exportId, images, topK }, 30).then((r) => r.results);
+  /**
+   * Classify encoded images (Buffers); resolves to one { top: [{label, score}] } per image.
+   * `variant`: 'fp32', 'fp16' or 'int8' (default: the export's default variant).
+   */
+  predict(exportId, images, topK = 5, variant = '') {
+    return call(this.inference, 'predict', { exportId, images, topK, variant }, 30).then((r) => r.results);
   }
 
   /** Classify texts with a text classification export; one { top: [{label, score}] } per text. */

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgetune.errors import FailedPrecondition, NotFound, ParityError, WeightsError
 from edgetune.export.bundle import export_bundle
+from edgetune.export.variants import parse_precisions
 
 from edgetune.server.runner import JobRunner
 from edgetune.server.service.config import next_token, page_bounds
@@ -30,7 +31,8 @@ class Exports:
         self._lock = threading.Lock()
 
     def create(self, job_id: str, atol: float | None = None, rtol: float | None = None,
-               allow_degenerate: bool = False) -> dict:
+               allow_degenerate: bool = False, precisions: list[str] | None = None) -> dict:
+        precisions = parse_precisions(precisions or [])  # INVALID_ARGUMENT before any work
         job = self.jobs.get(job_id)
         if job.state != SUCCEEDED:
             raise FailedPrecondition("job_id", f"job is {job.state}; only SUCCEEDED jobs can be exported")
@@ -40,12 +42,12 @@ class Exports:
         with self._lock:  # exports are CPU-heavy; one at a time keeps latency predictable
             try:
                 result = export_bundle(self.runner.job_dir(job_id) / "run", out, device="auto", atol=atol, rtol=rtol,
-                                       allow_degenerate=allow_degenerate)
+                                       allow_degenerate=allow_degenerate, precisions=precisions, source=job_id)
                 row.update(valid=True, manifest=result.manifest)
             except WeightsError as e:  # e.g. the base weights changed since training
                 raise FailedPrecondition("job_id", f"cannot rebuild the job's model: {e.message}") from None
             except FailedPrecondition as e:  # a degenerate model (Job.warnings) without allow_degenerate
-                raise FailedPrecondition("job_id", e.message) from None
+                raise FailedPrecondition("precision" if e.subject == "precision" else "job_id", e.message) from None
             except ParityError as e:
                 invalid = out.with_name(out.name + ".invalid")
                 manifest = _read_json(invalid / "manifest.json")

@@ -20,12 +20,13 @@ class Inference:
 
     def __init__(self, config: ServerConfig, exports: Exports):
         self.config, self.exports = config, exports
-        self._predictors: OrderedDict[str, Predictor] = OrderedDict()
+        self._predictors: OrderedDict[tuple[str, str | None], Predictor] = OrderedDict()
         self._predictors_lock = threading.Lock()
 
-    def predict(self, export_id: str, images: list[bytes], top_k: int, texts: list[str] | None = None
-                ) -> list[list[tuple[str, float]]]:
-        """Top-k labels per image (image exports) or per text (text classification exports)."""
+    def predict(self, export_id: str, images: list[bytes], top_k: int, texts: list[str] | None = None,
+                variant: str | None = None) -> list[list[tuple[str, float]]]:
+        """Top-k labels per image (image exports) or per text (text classification exports), from
+        ``variant`` of the export (default: its manifest's default variant)."""
         texts = texts or []
         field, n = ("texts", len(texts)) if texts else ("images", len(images))
         if images and texts:
@@ -36,7 +37,7 @@ class Inference:
             raise InvalidArgument(field, f"at most {MAX_PREDICT_INPUTS} per request")
         if top_k < 0:
             raise InvalidArgument("top_k", "must be >= 0")
-        predictor = self._runtime(export_id)
+        predictor = self._runtime(export_id, variant)
         if isinstance(predictor, TextGenerator):
             raise FailedPrecondition("export_id", f"export {export_id} generates text; use Generate")
         is_text = isinstance(predictor, TextPredictor)
@@ -58,18 +59,19 @@ class Inference:
             raise FailedPrecondition("export_id", f"export {export_id} is a classifier; use Predict")
         return generator.stream(prompt, max_new_tokens or None)
 
-    def _runtime(self, export_id: str) -> Predictor:
+    def _runtime(self, export_id: str, variant: str | None = None) -> Predictor:
+        key = (export_id, variant)
         with self._predictors_lock:
-            if export_id in self._predictors:
-                self._predictors.move_to_end(export_id)
-                return self._predictors[export_id]
+            if key in self._predictors:
+                self._predictors.move_to_end(key)
+                return self._predictors[key]
         row = self.exports.valid(export_id)
         task = (row["manifest"] or {}).get("task")
         if task not in PREDICTORS:
             raise FailedPrecondition("export_id", f"export {export_id} has an unknown task {task!r}")
-        predictor = load_predictor(row["path"])
+        predictor = load_predictor(row["path"], variant=variant)
         with self._predictors_lock:
-            self._predictors[export_id] = predictor
+            self._predictors[key] = predictor
             while len(self._predictors) > self.config.predictor_cache:
                 self._predictors.popitem(last=False)
         return predictor

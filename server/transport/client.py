@@ -128,8 +128,9 @@ class EdgetuneClient:
                 time.sleep(reconnect_s)
 
     def export(self, job_id: str, atol: float = 0.0, rtol: float = 0.0, allow_degenerate: bool = False,
-               timeout: float = 300) -> exports_pb2.Export:
-        req = exports_pb2.ExportModelRequest(job_id=job_id, atol=atol, rtol=rtol, allow_degenerate=allow_degenerate)
+               timeout: float = 600, precisions: list[str] = ()) -> exports_pb2.Export:
+        req = exports_pb2.ExportModelRequest(job_id=job_id, atol=atol, rtol=rtol, allow_degenerate=allow_degenerate,
+                                             precisions=list(precisions))
         return self.exports.ExportModel(req, timeout=timeout)
 
     def download(self, export_id: str, out_dir: str | Path, timeout: float = 300) -> Path:
@@ -151,9 +152,10 @@ class EdgetuneClient:
         return out / export_id
 
     def predict(self, export_id: str, images: list[bytes] = (), top_k: int = 5, timeout: float = 30,
-                texts: list[str] = ()):
+                texts: list[str] = (), variant: str = ""):
         """Top-k labels per image (image exports) or per text (text classification exports)."""
-        req = inference_pb2.PredictRequest(export_id=export_id, images=list(images), texts=list(texts), top_k=top_k)
+        req = inference_pb2.PredictRequest(export_id=export_id, images=list(images), texts=list(texts), top_k=top_k,
+                                           variant=variant)
         return self.inference.Predict(req, timeout=timeout).results
 
     def generate(self, export_id: str, prompt: str, max_new_tokens: int = 0, timeout: float = 120

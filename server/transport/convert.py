@@ -118,7 +118,24 @@ def export(row: dict) -> exports_pb2.Export:
     model = (m.get("files") or {}).get("model.onnx")
     if model:
         msg.model_sha256, msg.model_bytes = model["sha256"], model["bytes"]
+    msg.variants.extend(export_variant(p, v) for p, v in (m.get("variants") or {}).items())
+    msg.default_variant = m.get("default_variant") or ("fp32" if m else "")
+    msg.dropped_variants.extend(exports_pb2.DroppedVariant(precision=p, reason=d.get("reason", ""))
+                                for p, d in (m.get("dropped_variants") or {}).items())
+    cpu = (m.get("latency") or {}).get("cpu")
+    if cpu:
+        msg.latency_cpu = f"{cpu['name']} ({', '.join(cpu['isa']) or 'no vector extensions found'})"
     return msg
+
+
+def export_variant(precision: str, v: dict) -> exports_pb2.ExportVariant:
+    gate, ms, speed = v.get("gate") or {}, v.get("latency_ms") or {}, v.get("speedup_vs_fp32") or {}
+    return exports_pb2.ExportVariant(
+        precision=precision, file=v.get("file", ""), bytes=v.get("bytes", 0), method=v.get("method", ""),
+        accuracy=(gate.get("variant") or {}).get("accuracy", 0.0), fp32_accuracy=(gate.get("fp32") or {}).get(
+            "accuracy", 0.0), top1_agreement=gate.get("top1_agreement", 0.0),
+        latency_ms_batch1=ms.get("1", 0.0), latency_ms_batch32=ms.get("32", 0.0),
+        speedup_batch1=speed.get("1") or 0.0, speedup_batch32=speed.get("32") or 0.0, flags=v.get("flags", []))
 
 
 _CASE_FIELDS = tuple(exports_pb2.ParityCase.DESCRIPTOR.fields_by_name)

@@ -153,7 +153,7 @@ class ExportsServicer(exports_pb2_grpc.ExportsServicer):
 
     def ExportModel(self, request, context):
         return convert.export(self.s.exports.create(request.job_id, request.atol or None, request.rtol or None,
-                                                  request.allow_degenerate))
+                                                  request.allow_degenerate, list(request.precisions)))
 
     def GetExport(self, request, context):
         return convert.export(self.s.exports.get(request.export_id))
@@ -172,7 +172,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.s = service
 
     def Predict(self, request, context):
-        results = self.s.inference.predict(request.export_id, list(request.images), request.top_k, list(request.texts))
+        results = self.s.inference.predict(request.export_id, list(request.images), request.top_k, list(request.texts),
+                                           request.variant or None)
         return inference_pb2.PredictResponse(results=[
             inference_pb2.Classification(top=[inference_pb2.LabelScore(label=lab, score=s) for lab, s in r])
             for r in results])

@@ -33,6 +33,22 @@ def runs(tmp_path_factory):
     return out
 
 
+def test_int8_and_fp16_text_variants_pass_their_held_out_gates(runs, tmp_path):
+    """Dynamic INT8 (int8 weights, activations quantized per batch) and FP16 of a LoRA-tuned BERT."""
+    result = export_bundle(runs["lora"], tmp_path / "bundle", device="cpu", precisions="fp16,int8")
+    manifest = verify_bundle(result.dir)
+    assert set(manifest["variants"]) == {"fp32", "fp16", "int8"}, manifest["dropped_variants"]
+    heldout = json.loads((runs["lora"] / "heldout.json").read_text())
+    for name in ("fp16", "int8"):
+        gate = manifest["variants"][name]["gate"]
+        assert gate["passed"] and gate["samples"] == len(heldout) and gate["nonfinite"] == 0
+    assert manifest["variants"]["int8"]["method"].startswith("dynamic")
+    texts = [r["text"] for r in heldout[:16]]
+    reference = TextPredictor(result.dir, device="cpu", variant="fp32").logits(texts).argmax(1)
+    for name in ("fp16", "int8"):
+        assert (TextPredictor(result.dir, device="cpu", variant=name).logits(texts).argmax(1) == reference).all()
+
+
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning", "full", "ia3"])
 def test_bundle_passes_three_way_parity_and_predicts_like_pytorch(runs, tmp_path, method):
     degenerate = json.loads((runs[method] / "report.json").read_text())["degenerate"]

@@ -8,6 +8,7 @@ import zipfile
 import grpc
 import pytest
 
+from edgetune.export.onnx_export import read_metadata
 from edgetune.v1 import datasets_pb2, exports_pb2, jobs_pb2
 from tests.conftest import write_pattern_folder
 
@@ -46,10 +47,32 @@ def test_full_flow(server, tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["valid"] and hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest() == exp.model_sha256
 
+    # Manifests and model metadata name the job, never a path on the server.
+    assert str(tmp_path) not in (bundle / "manifest.json").read_text() and manifest["source_run"]["name"] == job.id
+    assert all(str(tmp_path) not in v for v in read_metadata(bundle / "model.onnx").values())
+    assert [v.precision for v in exp.variants] == ["fp32"] and exp.default_variant == "fp32"
+
     images = [p.read_bytes() for p in sorted((tmp_path / "pat" / "b").glob("*.png"))[:4]]
     results = client.predict(exp.id, images, top_k=2)
     assert len(results) == 4 and all(len(r.top) == 2 for r in results)
     assert all(r.top[0].score >= r.top[1].score for r in results)
+
+    # Variants: fp16 passes its held-out gate; INT8 needs 100 calibration images (this job has ~29).
+    half = client.export(job.id, precisions=["fp16"])
+    assert half.valid and [v.precision for v in half.variants] == ["fp32", "fp16"] and half.latency_cpu
+    fp16 = half.variants[1]
+    assert fp16.file == "model.fp16.onnx" and fp16.accuracy == fp16.fp32_accuracy and fp16.latency_ms_batch1 > 0
+    assert [r.top[0].label for r in client.predict(half.id, images, variant="fp16")] == \
+        [r.top[0].label for r in results]
+    for call, code, field in ((lambda: client.export(job.id, precisions=["int8"]), "FAILED_PRECONDITION",
+                               "precision: INT8 calibration needs at least 100 training images"),
+                              (lambda: client.export(job.id, precisions=["int4"]), "INVALID_ARGUMENT",
+                               "precision: unknown precision 'int4'"),
+                              (lambda: client.predict(exp.id, images, variant="int8"), "INVALID_ARGUMENT",
+                               "variant: the bundle has fp32, not 'int8'")):
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code().name == code and field in err.value.details()
 
     assert [j.id for j in client.list_jobs(jobs_pb2.JOB_STATE_SUCCEEDED)] == [job.id]
     assert client.list_jobs(jobs_pb2.JOB_STATE_RUNNING) == []

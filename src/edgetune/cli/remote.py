@@ -67,6 +67,9 @@ def add_parsers(sub) -> None:
             if name == "export":
                 p.add_argument("--allow-degenerate", action="store_true",
                                help="export a job whose model is flagged degenerate (Job.warnings)")
+                p.add_argument("--precision", default="fp32", metavar="LIST",
+                               help="comma-separated, of fp32 (always), fp16, int8: variants kept only if they "
+                                    "pass their held-out accuracy gate")
         elif name == "download":
             p.add_argument("export_id")
             p.add_argument("--out", default=".")
@@ -79,6 +82,8 @@ def add_parsers(sub) -> None:
             p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or texts with --text")
             p.add_argument("--text", action="store_true", help="the inputs are texts (a text classification export)")
             p.add_argument("--top-k", type=int, default=5)
+            p.add_argument("--variant", default="", choices=("", "fp32", "fp16", "int8"),
+                           help="which of the export's variants runs (default: its default variant)")
 
 
 def run_serve(args) -> int:
@@ -196,12 +201,20 @@ def _cancel(client, args) -> None:
 
 
 def _export(client, args) -> int:
-    exp = client.export(args.job_id, allow_degenerate=args.allow_degenerate)
+    exp = client.export(args.job_id, allow_degenerate=args.allow_degenerate,
+                        precisions=[p.strip() for p in args.precision.split(",") if p.strip()])
     p = exp.parity
     decisions = (f"top-1 agreement {p.top1_agreement:.0%} over {p.top1_compared} held-out decisions"
                  if p.top1_compared else "no held-out decision outside the tolerance")
     print(f"{exp.id} {'valid' if exp.valid else 'INVALID'}: parity margin {p.margin:.3g} of the tolerance "
           f"(max abs diff {p.max_abs_diff:.2e}), {decisions}" + (f"; {exp.error}" if exp.error else ""))
+    for v in exp.variants:
+        gate = (f", held-out accuracy {v.accuracy:.2%} (fp32 {v.fp32_accuracy:.2%}), agreement {v.top1_agreement:.2%}"
+                if v.precision != "fp32" else "")
+        print(f"  {v.precision}{' (default)' if v.precision == exp.default_variant else ''}: {v.file}, "
+              f"{v.bytes / 1e6:.1f} MB{gate}" + "".join(f"; {f}" for f in v.flags))
+    for d in exp.dropped_variants:
+        print(f"  {d.precision}: dropped: {d.reason}")
     return 0 if exp.valid else 3
 
 
@@ -213,9 +226,10 @@ def _generate(client, args) -> None:
 
 def _predict(client, args) -> None:
     if args.text:
-        results = client.predict(args.export_id, top_k=args.top_k, texts=args.inputs)
+        results = client.predict(args.export_id, top_k=args.top_k, texts=args.inputs, variant=args.variant)
     else:
-        results = client.predict(args.export_id, [Path(p).read_bytes() for p in args.inputs], args.top_k)
+        results = client.predict(args.export_id, [Path(p).read_bytes() for p in args.inputs], args.top_k,
+                                 variant=args.variant)
     for source, r in zip(args.inputs, results):
         print(f"{source}: " + ", ".join(f"{t.label} {t.score:.4f}" for t in r.top))
 

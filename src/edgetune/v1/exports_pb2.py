@@ -26,7 +26,7 @@ from edgetune.v1 import jobs_pb2 as edgetune_dot_v1_dot_jobs__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64getune/v1/exports.proto\x12\x0b\x65\x64getune.v1\x1a\x16\x65\x64getune/v1/jobs.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Z\n\x12\x45xportModelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61tol\x18\x02 \x01(\x01\x12\x0c\n\x04rtol\x18\x03 \x01(\x01\x12\x18\n\x10\x61llow_degenerate\x18\x04 \x01(\x08\"\x95\x02\n\nParityCase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\x12\x0f\n\x07samples\x18\x03 \x01(\x05\x12\x14\n\x0cmax_abs_diff\x18\x04 \x01(\x01\x12\x14\n\x0cmax_rel_diff\x18\x05 \x01(\x01\x12\x16\n\x0etop1_agreement\x18\x06 \x01(\x01\x12\x10\n\x08\x63ompared\x18\x07 \x01(\t\x12\x0e\n\x06margin\x18\x08 \x01(\x01\x12\x15\n\rtop1_compared\x18\t \x01(\x05\x12\x13\n\x0btop1_agreed\x18\n \x01(\x05\x12\x0c\n\x04ties\x18\x0b \x01(\x05\x12\x11\n\treference\x18\x0c \x01(\t\x12\x11\n\tcandidate\x18\r \x01(\t\x12\x0e\n\x06passed\x18\x0e \x01(\x08\"\x85\x02\n\x0cParityReport\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0c\n\x04\x61tol\x18\x02 \x01(\x01\x12\x14\n\x0cmax_abs_diff\x18\x03 \x01(\x01\x12\x14\n\x0cmax_rel_diff\x18\x04 \x01(\x01\x12\x16\n\x0etop1_agreement\x18\x05 \x01(\x01\x12&\n\x05\x63\x61ses\x18\x06 \x03(\x0b\x32\x17.edgetune.v1.ParityCase\x12\x0c\n\x04rtol\x18\x07 \x01(\x01\x12\x0e\n\x06margin\x18\x08 \x01(\x01\x12\x15\n\rtop1_compared\x18\t \x01(\x05\x12\x11\n\tprecision\x18\n \x01(\t\x12\x11\n\tproviders\x18\x0b \x03(\t\x12\x10\n\x08problems\x18\x0c \x03(\t\"\xb1\x02\n\x06\x45xport\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05valid\x18\x04 \x01(\x08\x12)\n\x06parity\x18\x05 \x01(\x0b\x32\x19.edgetune.v1.ParityReport\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x12\n\nimage_size\x18\x07 \x01(\x05\x12\r\n\x05opset\x18\x08 \x01(\x05\x12\x14\n\x0cmodel_sha256\x18\t \x01(\t\x12\x13\n\x0bmodel_bytes\x18\n \x01(\x03\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x1f\n\x04task\x18\x0c \x01(\x0e\x32\x11.edgetune.v1.Task\x12\x12\n\nmax_length\x18\r \x01(\x05\"%\n\x10GetExportRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\"K\n\x12ListExportsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x13ListExportsResponse\x12$\n\x07\x65xports\x18\x01 \x03(\x0b\x32\x13.edgetune.v1.Export\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x17\x44ownloadArtifactRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\"=\n\rArtifactChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t2\xb9\x02\n\x07\x45xports\x12\x43\n\x0b\x45xportModel\x12\x1f.edgetune.v1.ExportModelRequest\x1a\x13.edgetune.v1.Export\x12?\n\tGetExport\x12\x1d.edgetune.v1.GetExportRequest\x1a\x13.edgetune.v1.Export\x12P\n\x0bListExports\x12\x1f.edgetune.v1.ListExportsRequest\x1a .edgetune.v1.ListExportsResponse\x12V\n\x10\x44ownloadArtifact\x12$.edgetune.v1.DownloadArtifactRequest\x1a\x1a.edgetune.v1.ArtifactChunk0\x01\x42+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64getune/v1/exports.proto\x12\x0b\x65\x64getune.v1\x1a\x16\x65\x64getune/v1/jobs.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n\x12\x45xportModelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61tol\x18\x02 \x01(\x01\x12\x0c\n\x04rtol\x18\x03 \x01(\x01\x12\x18\n\x10\x61llow_degenerate\x18\x04 \x01(\x08\x12\x12\n\nprecisions\x18\x05 \x03(\t\"\x87\x02\n\rExportVariant\x12\x11\n\tprecision\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x10\n\x08\x61\x63\x63uracy\x18\x05 \x01(\x01\x12\x15\n\rfp32_accuracy\x18\x06 \x01(\x01\x12\x16\n\x0etop1_agreement\x18\x07 \x01(\x01\x12\x19\n\x11latency_ms_batch1\x18\x08 \x01(\x01\x12\x1a\n\x12latency_ms_batch32\x18\t \x01(\x01\x12\x16\n\x0espeedup_batch1\x18\n \x01(\x01\x12\x17\n\x0fspeedup_batch32\x18\x0b \x01(\x01\x12\r\n\x05\x66lags\x18\x0c \x03(\t\"3\n\x0e\x44roppedVariant\x12\x11\n\tprecision\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x95\x02\n\nParityCase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\x12\x0f\n\x07samples\x18\x03 \x01(\x05\x12\x14\n\x0cmax_abs_diff\x18\x04 \x01(\x01\x12\x14\n\x0cmax_rel_diff\x18\x05 \x01(\x01\x12\x16\n\x0etop1_agreement\x18\x06 \x01(\x01\x12\x10\n\x08\x63ompared\x18\x07 \x01(\t\x12\x0e\n\x06margin\x18\x08 \x01(\x01\x12\x15\n\rtop1_compared\x18\t \x01(\x05\x12\x13\n\x0btop1_agreed\x18\n \x01(\x05\x12\x0c\n\x04ties\x18\x0b \x01(\x05\x12\x11\n\treference\x18\x0c \x01(\t\x12\x11\n\tcandidate\x18\r \x01(\t\x12\x0e\n\x06passed\x18\x0e \x01(\x08\"\x85\x02\n\x0cParityReport\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0c\n\x04\x61tol\x18\x02 \x01(\x01\x12\x14\n\x0cmax_abs_diff\x18\x03 \x01(\x01\x12\x14\n\x0cmax_rel_diff\x18\x04 \x01(\x01\x12\x16\n\x0etop1_agreement\x18\x05 \x01(\x01\x12&\n\x05\x63\x61ses\x18\x06 \x03(\x0b\x32\x17.edgetune.v1.ParityCase\x12\x0c\n\x04rtol\x18\x07 \x01(\x01\x12\x0e\n\x06margin\x18\x08 \x01(\x01\x12\x15\n\rtop1_compared\x18\t \x01(\x05\x12\x11\n\tprecision\x18\n \x01(\t\x12\x11\n\tproviders\x18\x0b \x03(\t\x12\x10\n\x08problems\x18\x0c \x03(\t\"\xc4\x03\n\x06\x45xport\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05valid\x18\x04 \x01(\x08\x12)\n\x06parity\x18\x05 \x01(\x0b\x32\x19.edgetune.v1.ParityReport\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x12\n\nimage_size\x18\x07 \x01(\x05\x12\r\n\x05opset\x18\x08 \x01(\x05\x12\x14\n\x0cmodel_sha256\x18\t \x01(\t\x12\x13\n\x0bmodel_bytes\x18\n \x01(\x03\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x1f\n\x04task\x18\x0c \x01(\x0e\x32\x11.edgetune.v1.Task\x12\x12\n\nmax_length\x18\r \x01(\x05\x12,\n\x08variants\x18\x0e \x03(\x0b\x32\x1a.edgetune.v1.ExportVariant\x12\x17\n\x0f\x64\x65\x66\x61ult_variant\x18\x0f \x01(\t\x12\x35\n\x10\x64ropped_variants\x18\x10 \x03(\x0b\x32\x1b.edgetune.v1.DroppedVariant\x12\x13\n\x0blatency_cpu\x18\x11 \x01(\t\"%\n\x10GetExportRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\"K\n\x12ListExportsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x13ListExportsResponse\x12$\n\x07\x65xports\x18\x01 \x03(\x0b\x32\x13.edgetune.v1.Export\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x17\x44ownloadArtifactRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\"=\n\rArtifactChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t2\xb9\x02\n\x07\x45xports\x12\x43\n\x0b\x45xportModel\x12\x1f.edgetune.v1.ExportModelRequest\x1a\x13.edgetune.v1.Export\x12?\n\tGetExport\x12\x1d.edgetune.v1.GetExportRequest\x1a\x13.edgetune.v1.Export\x12P\n\x0bListExports\x12\x1f.edgetune.v1.ListExportsRequest\x1a .edgetune.v1.ListExportsResponse\x12V\n\x10\x44ownloadArtifact\x12$.edgetune.v1.DownloadArtifactRequest\x1a\x1a.edgetune.v1.ArtifactChunk0\x01\x42+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.edgetune.v1P\001Z\026edgetune/v1;edgetunev1'
   _globals['_EXPORTMODELREQUEST']._serialized_start=99
-  _globals['_EXPORTMODELREQUEST']._serialized_end=189
-  _globals['_PARITYCASE']._serialized_start=192
-  _globals['_PARITYCASE']._serialized_end=469
-  _globals['_PARITYREPORT']._serialized_start=472
-  _globals['_PARITYREPORT']._serialized_end=733
-  _globals['_EXPORT']._serialized_start=736
-  _globals['_EXPORT']._serialized_end=1041
-  _globals['_GETEXPORTREQUEST']._serialized_start=1043
-  _globals['_GETEXPORTREQUEST']._serialized_end=1080
-  _globals['_LISTEXPORTSREQUEST']._serialized_start=1082
-  _globals['_LISTEXPORTSREQUEST']._serialized_end=1157
-  _globals['_LISTEXPORTSRESPONSE']._serialized_start=1159
-  _globals['_LISTEXPORTSRESPONSE']._serialized_end=1243
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=1245
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=1289
-  _globals['_ARTIFACTCHUNK']._serialized_start=1291
-  _globals['_ARTIFACTCHUNK']._serialized_end=1352
-  _globals['_EXPORTS']._serialized_start=1355
-  _globals['_EXPORTS']._serialized_end=1668
+  _globals['_EXPORTMODELREQUEST']._serialized_end=209
+  _globals['_EXPORTVARIANT']._serialized_start=212
+  _globals['_EXPORTVARIANT']._serialized_end=475
+  _globals['_DROPPEDVARIANT']._serialized_start=477
+  _globals['_DROPPEDVARIANT']._serialized_end=528
+  _globals['_PARITYCASE']._serialized_start=531
+  _globals['_PARITYCASE']._serialized_end=808
+  _globals['_PARITYREPORT']._serialized_start=811
+  _globals['_PARITYREPORT']._serialized_end=1072
+  _globals['_EXPORT']._serialized_start=1075
+  _globals['_EXPORT']._serialized_end=1527
+  _globals['_GETEXPORTREQUEST']._serialized_start=1529
+  _globals['_GETEXPORTREQUEST']._serialized_end=1566
+  _globals['_LISTEXPORTSREQUEST']._serialized_start=1568
+  _globals['_LISTEXPORTSREQUEST']._serialized_end=1643
+  _globals['_LISTEXPORTSRESPONSE']._serialized_start=1645
+  _globals['_LISTEXPORTSRESPONSE']._serialized_end=1729
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=1731
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=1775
+  _globals['_ARTIFACTCHUNK']._serialized_start=1777
+  _globals['_ARTIFACTCHUNK']._serialized_end=1838
+  _globals['_EXPORTS']._serialized_start=1841
+  _globals['_EXPORTS']._serialized_end=2154
 # @@protoc_insertion_point(module_scope)

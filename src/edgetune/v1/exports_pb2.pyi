@@ -11,16 +11,54 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExportModelRequest(_message.Message):
-    __slots__ = ("job_id", "atol", "rtol", "allow_degenerate")
+    __slots__ = ("job_id", "atol", "rtol", "allow_degenerate", "precisions")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATOL_FIELD_NUMBER: _ClassVar[int]
     RTOL_FIELD_NUMBER: _ClassVar[int]
     ALLOW_DEGENERATE_FIELD_NUMBER: _ClassVar[int]
+    PRECISIONS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     atol: float
     rtol: float
     allow_degenerate: bool
-    def __init__(self, job_id: _Optional[str] = ..., atol: _Optional[float] = ..., rtol: _Optional[float] = ..., allow_degenerate: _Optional[bool] = ...) -> None: ...
+    precisions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., atol: _Optional[float] = ..., rtol: _Optional[float] = ..., allow_degenerate: _Optional[bool] = ..., precisions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExportVariant(_message.Message):
+    __slots__ = ("precision", "file", "bytes", "method", "accuracy", "fp32_accuracy", "top1_agreement", "latency_ms_batch1", "latency_ms_batch32", "speedup_batch1", "speedup_batch32", "flags")
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    FP32_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_BATCH1_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_BATCH32_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_BATCH1_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_BATCH32_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    precision: str
+    file: str
+    bytes: int
+    method: str
+    accuracy: float
+    fp32_accuracy: float
+    top1_agreement: float
+    latency_ms_batch1: float
+    latency_ms_batch32: float
+    speedup_batch1: float
+    speedup_batch32: float
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, precision: _Optional[str] = ..., file: _Optional[str] = ..., bytes: _Optional[int] = ..., method: _Optional[str] = ..., accuracy: _Optional[float] = ..., fp32_accuracy: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., latency_ms_batch1: _Optional[float] = ..., latency_ms_batch32: _Optional[float] = ..., speedup_batch1: _Optional[float] = ..., speedup_batch32: _Optional[float] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DroppedVariant(_message.Message):
+    __slots__ = ("precision", "reason")
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    precision: str
+    reason: str
+    def __init__(self, precision: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ParityCase(_message.Message):
     __slots__ = ("name", "batch_size", "samples", "max_abs_diff", "max_rel_diff", "top1_agreement", "compared", "margin", "top1_compared", "top1_agreed", "ties", "reference", "candidate", "passed")
@@ -83,7 +121,7 @@ class ParityReport(_message.Message):
     def __init__(self, passed: _Optional[bool] = ..., atol: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[ParityCase, _Mapping]]] = ..., rtol: _Optional[float] = ..., margin: _Optional[float] = ..., top1_compared: _Optional[int] = ..., precision: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("id", "job_id", "create_time", "valid", "parity", "labels", "image_size", "opset", "model_sha256", "model_bytes", "error", "task", "max_length")
+    __slots__ = ("id", "job_id", "create_time", "valid", "parity", "labels", "image_size", "opset", "model_sha256", "model_bytes", "error", "task", "max_length", "variants", "default_variant", "dropped_variants", "latency_cpu")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +135,10 @@ class Export(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_CPU_FIELD_NUMBER: _ClassVar[int]
     id: str
     job_id: str
     create_time: _timestamp_pb2.Timestamp
@@ -110,7 +152,11 @@ class Export(_message.Message):
     error: str
     task: _jobs_pb2.Task
     max_length: int
-    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid: _Optional[bool] = ..., parity: _Optional[_Union[ParityReport, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., image_size: _Optional[int] = ..., opset: _Optional[int] = ..., model_sha256: _Optional[str] = ..., model_bytes: _Optional[int] = ..., error: _Optional[str] = ..., task: _Optional[_Union[_jobs_pb2.Task, str]] = ..., max_length: _Optional[int] = ...) -> None: ...
+    variants: _containers.RepeatedCompositeFieldContainer[ExportVariant]
+    default_variant: str
+    dropped_variants: _containers.RepeatedCompositeFieldContainer[DroppedVariant]
+    latency_cpu: str
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid: _Optional[bool] = ..., parity: _Optional[_Union[ParityReport, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., image_size: _Optional[int] = ..., opset: _Optional[int] = ..., model_sha256: _Optional[str] = ..., model_bytes: _Optional[int] = ..., error: _Optional[str] = ..., task: _Optional[_Union[_jobs_pb2.Task, str]] = ..., max_length: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[ExportVariant, _Mapping]]] = ..., default_variant: _Optional[str] = ..., dropped_variants: _Optional[_Iterable[_Union[DroppedVariant, _Mapping]]] = ..., latency_cpu: _Optional[str] = ...) -> None: ...
 
 class GetExportRequest(_message.Message):
     __slots__ = ("export_id",)

@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PredictRequest(_message.Message):
-    __slots__ = ("export_id", "images", "top_k", "texts")
+    __slots__ = ("export_id", "images", "top_k", "texts", "variant")
     EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     export_id: str
     images: _containers.RepeatedScalarFieldContainer[bytes]
     top_k: int
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, export_id: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., top_k: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    variant: str
+    def __init__(self, export_id: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., top_k: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score")

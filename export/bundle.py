@@ -261,7 +261,8 @@ def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str, 
         return VariantInputs(
             HeldOut([{spec.input_names[0]: b} for b in batches_of(x, HELDOUT_BATCH)], labels),
             {b: {spec.input_names[0]: np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))} for b in LATENCY_BATCHES},
-            [{spec.input_names[0]: b} for b in batches_of(normalize(calibration, device_prep), CALIBRATION_BATCH)],
+            [{spec.input_names[0]: b} for b in batches_of(normalize(calibration, device_prep), CALIBRATION_BATCH)
+             if len(b) == CALIBRATION_BATCH],  # the histogram calibrators need equal batches: a short tail is left
             len(calibration))
 
     return fields, check, variant_inputs

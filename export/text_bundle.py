@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import edgetune
+from edgetune.errors import FailedPrecondition
 from edgetune.trainers.data.tokenize import encode
 from edgetune.trainers.run import heldout_texts, load_run, load_unmerged, parity_texts
 
@@ -31,9 +32,28 @@ from .parity import (Feed, ParityReport, batches_of, compare, label_problems, or
 from edgetune.runtime.sessions import create_session
 from .specs import FP32, ExportSpec
 from .variants import HELDOUT_BATCH, LATENCY_BATCHES, HeldOut, VariantInputs
-from edgetune.runtime.text import TextEncoder, tokenization_of
+from edgetune.runtime.text import TextEncoder, classifier_tokenization
 
 PARITY_LENGTHS = (2, 7)  # random-token cases, besides max_length
+
+
+def align_tokenizer_files(folder: Path, tokenization: dict) -> None:
+    """Make the bundle's tokenizer files say what the manifest says: truncation at ``max_length``
+    (special tokens counted), right padding with ``pad_token_id``, ``model_max_length``."""
+    path = folder / "tokenizer.json"
+    spec = json.loads(path.read_text())
+    spec["truncation"] = {"direction": "Right", "max_length": tokenization["max_length"], "strategy": "LongestFirst",
+                          "stride": 0}
+    pad = tokenization["padding"]
+    spec["padding"] = {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None,
+                       "pad_id": pad["pad_token_id"], "pad_type_id": 0,
+                       "pad_token": tokenization["special_tokens"].get("pad_token", "")}
+    path.write_text(json.dumps(spec, ensure_ascii=False))
+    config_path = folder / "tokenizer_config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        config["model_max_length"] = tokenization["max_length"]
+        config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2))
 
 
 def _random_feeds(vocab: int, lengths: list[int], batch: int, seed: int = 0) -> list[Feed]:
@@ -56,7 +76,11 @@ def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, devi
     run = load_run(run_dir)
     shutil.copytree(Path(run_dir) / "tokenizer", folder / "tokenizer")
     max_length = int(run.meta["max_length"])
-    tokenization = tokenization_of(run.tokenizer, max_length)
+    try:
+        tokenization = classifier_tokenization(run.tokenizer, max_length)
+    except ValueError as e:
+        raise FailedPrecondition("tokenizer", str(e)) from None
+    align_tokenizer_files(folder / "tokenizer", tokenization)
     encoder = TextEncoder(folder, tokenization)
     rows = parity_texts(run_dir)
     texts = [r["text"] for r in rows]

@@ -49,7 +49,7 @@ from .parity import Feed
 from .specs import FP16, FP32, INT8, PRECISIONS, VARIANT_GATES, VariantGate
 
 MIN_CALIBRATION = 100  # fewer calibration images than this: INT8 is refused, not guessed
-CALIBRATION_BATCH = 16
+CALIBRATION_BATCH = 20  # equal batches (histogram calibrators need them): 300 = 15 x 20
 HELDOUT_BATCH = 32
 LATENCY_BATCHES = (1, 32)
 SPEEDUP_FLOOR = 1.1  # a variant slower than this over fp32 at batch 1 is flagged, never the default

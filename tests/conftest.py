@@ -119,3 +119,29 @@ def copy_with_broken_adapter(run_dir: Path, dest: Path) -> Path:
     tensors = {k: v + 0.5 if "lora_B" in k else v for k, v in load_file(str(path)).items()}
     save_file(tensors, str(path))
     return dest
+
+
+MANIFEST_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "bundle-manifest.schema.json"
+
+
+def assert_valid_manifest(manifest: dict) -> None:
+    """The manifest matches the published JSON Schema, and no string in it is a path of this machine."""
+    import json
+
+    import jsonschema
+
+    jsonschema.Draft202012Validator(json.loads(MANIFEST_SCHEMA.read_text())).validate(manifest)
+    paths = []
+
+    def walk(value, where):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(value, str) and (value.startswith("/") or "/tmp/" in value or str(Path.home()) in value):
+            paths.append(f"{where}: {value}")
+
+    walk(manifest, "manifest")
+    assert not paths, paths

@@ -23,6 +23,7 @@ from edgetune.atomic import default_mode
 from edgetune.trainers.config import load_config
 from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.run import load_run
+from tests.conftest import assert_valid_manifest
 
 SPEC = EXPORT_SPECS["image_classification"]
 
@@ -188,6 +189,7 @@ def test_tolerance_is_the_allclose_rule():
 def test_bundle_is_self_describing_and_verified(trained_run, tmp_path):
     result = export_bundle(trained_run.run_dir, tmp_path / "bundle")
     manifest = verify_bundle(result.dir)
+    assert_valid_manifest(manifest)
     parity = manifest["parity"]
     assert manifest["valid"] and parity["passed"] and parity["margin"] <= 1 and parity["top1_agreement"] == 1.0
     assert parity["precision"] == "fp32" and parity["providers"] == ["CPUExecutionProvider"]
@@ -209,6 +211,7 @@ def test_bundle_is_self_describing_and_verified(trained_run, tmp_path):
     meta = read_metadata(result.dir / "model.onnx")
     assert json.loads(meta["edgetune.labels"]) == ["a", "b", "c"]
     assert json.loads(meta["edgetune.preprocessing"])["size"] == 32
+    assert meta["edgetune.source_run"] == "run" and not any(v.startswith("/") for v in meta.values())
     cases = {c["name"] for c in manifest["parity"]["cases"]}
     assert any("held-out" in c for c in cases) and any("random" in c for c in cases)
     # One file-mode rule: what open() / mkdir() give under the umask, for the folder and every file.

@@ -12,7 +12,7 @@ from edgetune.trainers.config import load_config
 from edgetune.trainers.generation import prompt_ids, torch_greedy
 from edgetune.trainers.run import load_run, load_unmerged, parity_texts
 from edgetune.trainers.train import train
-from tests.conftest import copy_with_broken_adapter, write_reverse_pairs
+from tests.conftest import assert_valid_manifest, copy_with_broken_adapter, write_reverse_pairs
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,7 @@ def test_bundle_generates_like_pytorch(runs, tmp_path, method):
     degenerate = json.loads((runs[method] / "report.json").read_text())["degenerate"]
     result = export_bundle(runs[method], tmp_path / "bundle", device="cpu", allow_degenerate=True)
     manifest = verify_bundle(result.dir)
+    assert_valid_manifest(manifest)
     assert manifest["source_run"]["exported_despite"] == (["degenerate"] if degenerate else [])
     assert manifest["task"] == "text_generation" and manifest["prompt_format"]["kind"] == "template"
     gen = manifest["generation"]

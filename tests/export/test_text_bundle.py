@@ -14,7 +14,7 @@ from edgetune.runtime.text import TextEncoder, TextPredictor
 from edgetune.trainers.config import load_config
 from edgetune.trainers.recipes.text_classification import train_text
 from edgetune.trainers.run import load_run, parity_texts
-from tests.conftest import copy_with_broken_adapter, write_topic_texts
+from tests.conftest import assert_valid_manifest, copy_with_broken_adapter, write_topic_texts
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def test_int8_and_fp16_text_variants_pass_their_held_out_gates(runs, tmp_path):
     """Dynamic INT8 (int8 weights, activations quantized per batch) and FP16 of a LoRA-tuned BERT."""
     result = export_bundle(runs["lora"], tmp_path / "bundle", device="cpu", precisions="fp16,int8")
     manifest = verify_bundle(result.dir)
+    assert_valid_manifest(manifest)
     assert set(manifest["variants"]) == {"fp32", "fp16", "int8"}, manifest["dropped_variants"]
     heldout = json.loads((runs["lora"] / "heldout.json").read_text())
     for name in ("fp16", "int8"):
@@ -47,6 +48,23 @@ def test_int8_and_fp16_text_variants_pass_their_held_out_gates(runs, tmp_path):
     reference = TextPredictor(result.dir, device="cpu", variant="fp32").logits(texts).argmax(1)
     for name in ("fp16", "int8"):
         assert (TextPredictor(result.dir, device="cpu", variant=name).logits(texts).argmax(1) == reference).all()
+
+
+def test_tokenizer_files_say_what_the_manifest_says(runs, tmp_path):
+    """max_length counts the special tokens; the template alone reproduces training's ids."""
+    result = export_bundle(runs["full"], tmp_path / "bundle", device="cpu")
+    tok = result.manifest["tokenization"]
+    spec = json.loads((result.dir / "tokenizer" / "tokenizer.json").read_text())
+    config = json.loads((result.dir / "tokenizer" / "tokenizer_config.json").read_text())
+    assert spec["truncation"]["max_length"] == tok["max_length"] == config["model_max_length"] == 24
+    assert spec["padding"]["pad_id"] == tok["pad_token_id"] and tok["max_length_counts_special_tokens"]
+    run = load_run(runs["full"])
+    long_text = " ".join(["goal match team"] * 20)
+    ids = TextEncoder(result.dir, tok).ids(["pizza", long_text])
+    expected = run.tokenizer(["pizza", long_text], truncation=True, max_length=24)["input_ids"]
+    assert ids == expected and len(ids[1]) == 24
+    assert ids[1][:len(tok["template"]["prefix_ids"])] == tok["template"]["prefix_ids"]
+    assert ids[1][-len(tok["template"]["suffix_ids"]):] == tok["template"]["suffix_ids"]
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning", "full", "ia3"])

@@ -17,6 +17,7 @@ from edgetune.runtime.imaging import normalize
 from edgetune.trainers.config import load_config
 from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.run import CALIBRATION_SAMPLES, RunFiles
+from tests.conftest import assert_valid_manifest
 
 @pytest.fixture(scope="module")
 def digits_run(digits_folder, tmp_path_factory):
@@ -48,6 +49,7 @@ def test_the_run_keeps_stratified_calibration_and_the_whole_held_out_set(digits_
 def test_int8_and_fp16_pass_their_gates_on_a_trained_digits_model(digits_run, tmp_path):
     result = export_bundle(digits_run, tmp_path / "bundle", device="cpu", precisions="fp32,fp16,int8")
     manifest = verify_bundle(result.dir)  # every variant's file is hashed and verified
+    assert_valid_manifest(manifest)
     variants = manifest["variants"]
     assert set(variants) == {"fp32", "fp16", "int8"} and manifest["dropped_variants"] == {}
     assert variants["int8"]["bytes"] < variants["fp32"]["bytes"] / 3  # int8 weights

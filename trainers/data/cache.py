@@ -4,7 +4,7 @@ Layout under ``cache_dir()`` (``$EDGETUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ed
 ``~/.cache/edgetune``; the server sets it to ``DATA_DIR/cache``):
 
 - ``images/<fingerprint>/index.json``: per file, its content hash and whether it decodes.
-- ``images/<fingerprint>/pixels-<size>.u8``: decoded images at ``size``, fixed-size uint8 HWC rows
+- ``images/<fingerprint>/pixels-<size>.<resize version>.u8``: decoded images at ``size``, fixed-size uint8 HWC rows
   in scan order, read with ``pread`` (so the page cache holds them, not the training process).
 - ``extracted/<archive sha256>/``: an archive's files, extracted once.
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgetune.atomic import atomic_text
 from edgetune.errors import DataError
-from edgetune.runtime.imaging import IMAGE_SUFFIXES, load_rgb, resize_uint8
+from edgetune.runtime.imaging import IMAGE_SUFFIXES, RESIZE_VERSION, load_rgb, resize_uint8
 from edgetune.tasks import IMAGE_CLASSIFICATION
 from edgetune.trainers.config import CACHE_MODES
 from edgetune.trainers.data.archives import extract_archive, is_archive
@@ -215,13 +215,13 @@ def check_images(paths: list[str], size: int, cache: str = "auto", workers: int 
     nbytes = len(paths) * size * size * 3
     want_pixels = cache == "disk" or (cache == "auto" and nbytes <= min(AUTO_CACHE_MAX_BYTES,
                                                                         free_bytes(folder) // 2))
-    pixels = folder / f"pixels-{size}.u8"
+    pixels = folder / f"pixels-{size}.{RESIZE_VERSION}.u8"
     if known is not None and (not want_pixels or pixels.is_file()):
         return _file_check(paths, known, str(pixels) if want_pixels else None)
 
     tmp = None
     if want_pixels:
-        tmp = folder / f".pixels-{size}.u8.{os.getpid()}"
+        tmp = folder / f".pixels-{size}.{RESIZE_VERSION}.u8.{os.getpid()}"
         with open(tmp, "wb") as f:
             f.truncate(nbytes)
     try:

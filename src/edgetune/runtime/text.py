@@ -20,8 +20,11 @@ TASK = TEXT_CLASSIFICATION
 
 
 class TextEncoder:
-    """Tokenize like training did: special tokens added, truncated to ``max_length``, right-padded
-    to the longest row of the batch with ``pad_token_id`` (attention mask 0 on padding)."""
+    """Tokenize as the manifest says (and training did): the text's tokens without special tokens,
+    cut to ``max_length - len(prefix) - len(suffix)``, between the template's ``prefix_ids`` and
+    ``suffix_ids`` (``max_length`` counts them); rows right-padded to the batch's longest with
+    ``pad_token_id``, attention mask 1 on tokens and 0 on padding. Bundles from before the
+    template let the tokenizer add and truncate."""
 
     def __init__(self, bundle_dir: str | Path, tokenization: dict):
         from tokenizers import Tokenizer
@@ -29,12 +32,20 @@ class TextEncoder:
         self.tokenization = tokenization
         self.max_length = int(tokenization["max_length"])
         self.pad_id = int(tokenization["pad_token_id"])
+        self.template = tokenization.get("template")
         self.tokenizer = Tokenizer.from_file(str(Path(bundle_dir) / tokenization["file"]))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(self.max_length)
+        if self.template is None:
+            self.tokenizer.enable_truncation(self.max_length)
+        else:
+            self.tokenizer.no_truncation()
 
     def ids(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+        if self.template is None:
+            return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+        prefix, suffix = list(self.template["prefix_ids"]), list(self.template["suffix_ids"])
+        room = self.max_length - len(prefix) - len(suffix)
+        return [prefix + e.ids[:room] + suffix for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """``input_ids`` and ``attention_mask`` (int64, [batch, longest])."""
@@ -46,6 +57,28 @@ class TextEncoder:
             input_ids[i, :len(r)] = r
             mask[i, :len(r)] = 1
         return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def classifier_tokenization(tokenizer, max_length: int) -> dict:
+    """A text classifier's ``tokenization``: ``tokenization_of`` plus the special-token template and
+    the padding, so a device tokenizer that only splits text (no truncation, no post-processor)
+    reproduces training's ids. Raises ValueError for a post-processor that is not a fixed
+    prefix and suffix around one sequence."""
+    probe = "a b c"
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    starts = [i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare]
+    if not bare or not starts:
+        raise ValueError("the tokenizer's special tokens are not a fixed prefix and suffix")
+    prefix, suffix = full[:starts[0]], full[starts[0] + len(bare):]
+    if max_length <= len(prefix) + len(suffix):
+        raise ValueError(f"max_length {max_length} leaves no room between {len(prefix) + len(suffix)} special tokens")
+    return {**tokenization_of(tokenizer, max_length), "max_length_counts_special_tokens": True,
+            "template": {"prefix_ids": prefix, "suffix_ids": suffix,
+                         "rule": "prefix_ids + ids(text, no special tokens)[:max_length - len(prefix_ids) - "
+                                 "len(suffix_ids)] + suffix_ids"},
+            "padding": {"side": "right", "to": "longest row of the batch", "pad_token_id": tokenizer.pad_token_id,
+                        "attention_mask": "1 on tokens, 0 on padding"}}
 
 
 def tokenization_of(tokenizer, max_length: int) -> dict:

@@ -23,12 +23,16 @@ install: $(STAMP)
 
 dev install-dev: $(DEV_STAMP)
 
-# The Node.js client's dependencies, for its end-to-end test (skipped where npm is missing).
+# The Node.js client's and the Node.js bundle runtime's dependencies, for their tests (skipped
+# where npm is missing). onnxruntime-node ships its CPU binaries; its CUDA download is skipped.
+NODE_DIRS := clients/node clients/node-runtime
 node-deps:
 	@if command -v npm >/dev/null 2>&1; then \
-		[ clients/node/node_modules/.package-lock.json -nt clients/node/package-lock.json ] || \
-		(cd clients/node && npm ci --no-audit --no-fund); \
-	else echo "npm not found: the Node.js client test will be skipped"; fi
+		for d in $(NODE_DIRS); do \
+			[ $$d/node_modules/.package-lock.json -nt $$d/package-lock.json ] || \
+			(cd $$d && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund) || exit 1; \
+		done; \
+	else echo "npm not found: the Node.js tests will be skipped"; fi
 
 demo: $(STAMP)
 	$(BIN)/edgetune demo
@@ -50,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/text_finetune.py
 	$(BIN)/python bench/parity_margins.py
+	$(BIN)/python bench/variants.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache clients/node/node_modules
+	rm -rf $(VENV) demo-output .pytest_cache clients/node/node_modules clients/node-runtime/node_modules

@@ -145,3 +145,15 @@ def assert_valid_manifest(manifest: dict) -> None:
 
     walk(manifest, "manifest")
     assert not paths, paths
+
+
+@pytest.fixture(scope="session")
+def digits_resnet_run(digits_folder, tmp_path_factory) -> Path:
+    """A real model trained on real data: ResNet-18 (random init) on scikit-learn's digits at 32 px,
+    3 epochs (> 95% held-out accuracy; 359 images held out, 300 kept for INT8 calibration)."""
+    from edgetune.trainers.config import load_config
+    from edgetune.trainers.recipes.image_classification import train_image
+
+    cfg = load_config(overrides={"data.path": str(digits_folder), "data.image_size": 32, "model.arch": "resnet18",
+                                 "model.weights": "random", "optim.epochs": 3, "optim.batch_size": 32})
+    return train_image(cfg, tmp_path_factory.mktemp("digits_resnet") / "run").run_dir

@@ -14,17 +14,12 @@ from edgetune.export.specs import VARIANT_GATES
 from edgetune.export.variants import STATIC_INT8, gate_report, parse_precisions
 from edgetune.runtime import load_predictor, verify_bundle
 from edgetune.runtime.imaging import normalize
-from edgetune.trainers.config import load_config
-from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.run import CALIBRATION_SAMPLES, RunFiles
 from tests.conftest import assert_valid_manifest
 
-@pytest.fixture(scope="module")
-def digits_run(digits_folder, tmp_path_factory):
-    """A real model trained on real data: ResNet-18 on scikit-learn's digits (360 held out)."""
-    cfg = load_config(overrides={"data.path": str(digits_folder), "data.image_size": 32, "model.arch": "resnet18",
-                                 "model.weights": "random", "optim.epochs": 3, "optim.batch_size": 32})
-    return train_image(cfg, tmp_path_factory.mktemp("variants") / "run").run_dir
+@pytest.fixture
+def digits_run(digits_resnet_run):
+    return digits_resnet_run
 
 
 def _copy_run(run, tmp_path):

@@ -45,14 +45,14 @@ from edgetune.trainers.checkpoint import save_json
 from edgetune.trainers.run import (RunFiles, RunModel, RunStatus, heldout_images, load_run, read_model_meta,
                                    run_status)
 
+from .batch import export_key
 from .onnx_export import export_onnx, metadata_problems
 from .parity import ImageContract, ParityReport, batches_of, check_parity
 from edgetune.runtime.manifest import BUNDLE_FORMAT
 from edgetune.runtime.sessions import create_session
-from .specs import EXPORT_SPECS, FP32, ExportSpec, Tolerance
+from .specs import EXPORT_SPECS, FP32, ExportSpec, Tolerance, parse_precisions
 from .variants import (CALIBRATION_BATCH, FILES, HELDOUT_BATCH, LATENCY_BATCHES, HeldOut, VariantInputs,
-                       build_variants, check_inputs, choose_default, cpu_description, measure_latency,
-                       parse_precisions)
+                       build_variants, check_inputs, choose_default, cpu_description, measure_latency)
 
 PRECISION = FP32  # model.onnx's precision; INT8 / FP16 variants sit beside it (export/variants.py)
 
@@ -121,6 +121,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
         raise InvalidArgument("precision", f"{task} bundles are exported in fp32 only; fp16 and int8 variants are "
                                            "built for classifiers")
     source = source or run_dir.resolve().name
+    options = {"precisions": precisions, "allow_degenerate": allow_degenerate, "allow_unfinished": allow_unfinished,
+               "atol": atol, "rtol": rtol}
     status = run_status(run_dir)
     _check_status(status, allow_degenerate, allow_unfinished)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +138,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
             "format": BUNDLE_FORMAT, "valid": False, "task": task, "precision": PRECISION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "edgetune_version": edgetune.__version__, **fields, "opset": spec.opset,
+            "export": {"key": export_key(run_dir, options), "options": options},
             "source_run": {"name": source, "arch": meta["arch"], "method": meta.get("method"),
                            "task": task, "base_weights": without_paths(meta.get("weights")), **status.to_dict(),
                            "exported_despite": [k for k, allowed in (("unfinished", allow_unfinished),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgetune.errors import InvalidArgument
 from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_GENERATION
 
 
@@ -30,6 +31,17 @@ class Tolerance:
 
 FP32, FP16, INT8 = "fp32", "fp16", "int8"
 PRECISIONS = (FP32, FP16, INT8)  # fp32 is always exported; the others are variants beside it
+
+
+def parse_precisions(values) -> list[str]:
+    """``"fp32,int8"`` or ``["fp32", "int8"]`` -> the precisions in canonical order; fp32 always."""
+    if isinstance(values, str):
+        values = values.split(",")
+    asked = [v.strip().lower() for v in values or [] if v.strip()]
+    unknown = [v for v in asked if v not in PRECISIONS]
+    if unknown:
+        raise InvalidArgument("precision", f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+    return [p for p in PRECISIONS if p in asked or p == FP32]
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from edgetune.progress import LogLine, ProgressSink, silent
 from edgetune.trainers.metrics import confusion_matrix, summarize
 
 from .parity import Feed
-from .specs import FP16, FP32, INT8, PRECISIONS, VARIANT_GATES, VariantGate
+from .specs import FP16, FP32, INT8, VARIANT_GATES, VariantGate
 
 MIN_CALIBRATION = 100  # fewer calibration images than this: INT8 is refused, not guessed
 CALIBRATION_BATCH = 20  # equal batches (histogram calibrators need them): 300 = 15 x 20
@@ -64,17 +64,6 @@ FP16_BLOCK_LIST = ["LayerNormalization", "SimplifiedLayerNormalization", "SkipLa
                    "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "Pow", "Sqrt",
                    "Reciprocal", "Exp", "Log", "Range", "CumSum", "Erf"]
 QUANTIZED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "Attention"}
-
-
-def parse_precisions(values) -> list[str]:
-    """``"fp32,int8"`` or ``["fp32", "int8"]`` -> the precisions in canonical order; fp32 always."""
-    if isinstance(values, str):
-        values = values.split(",")
-    asked = [v.strip().lower() for v in values or [] if v.strip()]
-    unknown = [v for v in asked if v not in PRECISIONS]
-    if unknown:
-        raise InvalidArgument("precision", f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
-    return [p for p in PRECISIONS if p in asked or p == FP32]
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgetune.errors import FailedPrecondition, NotFound, ParityError, WeightsError
 from edgetune.export.bundle import export_bundle
-from edgetune.export.variants import parse_precisions
+from edgetune.export.specs import parse_precisions
 
 from edgetune.server.runner import JobRunner
 from edgetune.server.service.config import next_token, page_bounds

@@ -11,7 +11,8 @@ from safetensors.numpy import load_file, save_file
 from edgetune.errors import FailedPrecondition, InvalidArgument
 from edgetune.export.bundle import export_bundle
 from edgetune.export.specs import VARIANT_GATES
-from edgetune.export.variants import STATIC_INT8, gate_report, parse_precisions
+from edgetune.export.specs import parse_precisions
+from edgetune.export.variants import STATIC_INT8, gate_report
 from edgetune.runtime import load_predictor, verify_bundle
 from edgetune.runtime.imaging import normalize
 from edgetune.trainers.run import CALIBRATION_SAMPLES, RunFiles

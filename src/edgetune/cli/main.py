@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from edgetune.errors import EdgetuneError, NotFound
+from edgetune.errors import EdgetuneError, InvalidArgument, NotFound
 from edgetune.launch import EXIT_STOPPED  # SIGTERM: resume state saved, --resume continues
 from edgetune.tasks import DEVICES, IMAGE_CLASSIFICATION, TASKS, TEXT_CLASSIFICATION, TEXT_GENERATION
 
@@ -47,9 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     txt.add_argument("--max-length", type=int, help="tokens per example (default 128)")
     txt.add_argument("--skip-corrupt", action="store_true", help="skip invalid rows instead of failing")
 
-    exp = sub.add_parser("export", help="export a run to a verified ONNX bundle")
-    exp.add_argument("run")
-    exp.add_argument("--out", required=True, help="bundle directory to create")
+    exp = sub.add_parser("export", help="export runs to verified ONNX bundles",
+                         description="One run: --out is the bundle. Several runs (or --from): --out is a folder that "
+                                     "gets one bundle per run; they export in parallel, bundles already up to date "
+                                     "are skipped, a failing run does not stop the others, and the exit status is "
+                                     "non-zero if any failed.")
+    exp.add_argument("run", nargs="*", help="run directories")
+    exp.add_argument("--from", dest="batch_file", metavar="FILE",
+                     help="a batch file: one run directory per line, or a JSON list of {run, out?, precision?, "
+                          "allow_degenerate?, allow_unfinished?}")
+    exp.add_argument("--jobs", type=int, default=0, help="batch: exports at a time (default: half the cores, >= 1)")
+    exp.add_argument("--out", required=True, help="the bundle directory (one run) or the folder of bundles (a batch)")
     exp.add_argument("--device", default="auto", choices=DEVICES)
     exp.add_argument("--force", action="store_true", help="replace an existing bundle")
     exp.add_argument("--atol", type=float, help="parity tolerance, absolute part (default: the task's, see "
@@ -223,6 +231,11 @@ def _overrides(args) -> dict:
 
 
 def _export(args) -> int:
+    if args.batch_file or len(args.run) > 1:
+        return _export_batch(args)
+    if len(args.run) != 1:
+        raise InvalidArgument("run", "give a run directory (or several, or --from FILE)")
+    args.run = args.run[0]
     if not Path(args.run).is_dir():
         raise NotFound(args.run, "no such run directory")
     from edgetune.export.bundle import export_bundle
@@ -242,6 +255,28 @@ def _export(args) -> int:
         print(line)
     print(f"bundle: {result.dir}")
     return 0
+
+
+def _export_batch(args) -> int:
+    from edgetune.export.batch import FAILED, BatchItem, export_batch, read_batch_file, results_table
+    from edgetune.export.specs import parse_precisions
+
+    out = Path(args.out)
+    if out.is_dir() and (out / "manifest.json").is_file():
+        raise InvalidArgument("out", f"{out} is a bundle; a batch writes one bundle per run under a folder")
+    defaults = {"precisions": parse_precisions(args.precision), "allow_degenerate": args.allow_degenerate,
+                "allow_unfinished": args.allow_unfinished, "atol": args.atol, "rtol": args.rtol}
+    items = [BatchItem(Path(r), out / Path(r).resolve().name, **defaults) for r in args.run]
+    if args.batch_file:
+        items += read_batch_file(args.batch_file, out, defaults)
+    for item in items:
+        item.device = args.device
+    workers = args.jobs or max(1, (os.cpu_count() or 1) // 2)
+    print(f"exporting {len(items)} run(s), {min(workers, len(items))} at a time, into {out}", flush=True)
+    results = export_batch(items, workers, on_result=lambda r: print(f"{r.status}: {r.run} -> {r.out}"
+                                                                     f" ({r.detail})", flush=True))
+    print(results_table(results))
+    return 1 if any(r.status == FAILED for r in results) else 0
 
 
 def _predict(args) -> int:

@@ -42,17 +42,18 @@ from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_GENER
 from edgetune.integrity import sha256_file
 from edgetune.atomic import default_mode
 from edgetune.trainers.checkpoint import save_json
-from edgetune.trainers.run import (RunFiles, RunModel, RunStatus, heldout_images, load_run, read_model_meta,
-                                   run_status)
+from edgetune.trainers.run import (RunFiles, RunModel, RunStatus, heldout_images, kept_samples, load_run,
+                                   read_model_meta, run_status)
 
 from .batch import export_key
 from .onnx_export import export_onnx, metadata_problems
 from .parity import ImageContract, ParityReport, batches_of, check_parity
 from edgetune.runtime.manifest import BUNDLE_FORMAT
 from edgetune.runtime.sessions import create_session
-from .specs import EXPORT_SPECS, FP32, ExportSpec, Tolerance, parse_precisions
-from .variants import (CALIBRATION_BATCH, FILES, HELDOUT_BATCH, LATENCY_BATCHES, HeldOut, VariantInputs,
-                       build_variants, check_inputs, choose_default, cpu_description, measure_latency)
+from .specs import EXPORT_SPECS, FP32, INT8, ExportSpec, Tolerance, parse_precisions
+from .variants import (CALIBRATION_BATCH, FILES, HELDOUT_BATCH, LATENCY_BATCHES, MIN_CALIBRATION, HeldOut,
+                       VariantInputs, build_variants, check_inputs, choose_default, cpu_description,
+                       measure_latency)
 
 PRECISION = FP32  # model.onnx's precision; INT8 / FP16 variants sit beside it (export/variants.py)
 
@@ -111,20 +112,11 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _check_out_dir(run_dir, out_dir, force)
+    task, spec, precisions, status = preflight(run_dir, precisions, atol, rtol, allow_degenerate, allow_unfinished)
     meta = read_model_meta(run_dir)
-    task = meta["task"]
-    if task not in BUILDERS:
-        raise InvalidArgument("run", f"exporting {task} runs is not supported yet")
-    spec = _with_tolerance(EXPORT_SPECS[task], atol, rtol)
-    precisions = parse_precisions(precisions)
-    if len(precisions) > 1 and task not in VARIANT_TASKS:
-        raise InvalidArgument("precision", f"{task} bundles are exported in fp32 only; fp16 and int8 variants are "
-                                           "built for classifiers")
     source = source or run_dir.resolve().name
     options = {"precisions": precisions, "allow_degenerate": allow_degenerate, "allow_unfinished": allow_unfinished,
                "atol": atol, "rtol": rtol}
-    status = run_status(run_dir)
-    _check_status(status, allow_degenerate, allow_unfinished)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(default_mode(directory=True))  # mkdtemp makes it 0700; a bundle follows the one rule
@@ -172,6 +164,31 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
 
 
 VARIANT_TASKS = (IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION)
+
+
+def preflight(run_dir: Path, precisions, atol: float | None = None, rtol: float | None = None,
+              allow_degenerate: bool = False, allow_unfinished: bool = False
+              ) -> tuple[str, ExportSpec, list[str], RunStatus]:
+    """Everything an export refuses before doing any work (the server checks it before queueing
+    one): the task, the tolerances, the precisions and the data they need, the run's status.
+    Returns (task, spec, precisions, status)."""
+    meta = read_model_meta(run_dir)
+    task = meta["task"]
+    if task not in BUILDERS:
+        raise InvalidArgument("run", f"exporting {task} runs is not supported yet")
+    spec = _with_tolerance(EXPORT_SPECS[task], atol, rtol)
+    precisions = parse_precisions(precisions)
+    if len(precisions) > 1 and task not in VARIANT_TASKS:
+        raise InvalidArgument("precision", f"{task} bundles are exported in fp32 only; fp16 and int8 variants are "
+                                           "built for classifiers")
+    if len(precisions) > 1:
+        kept = kept_samples(run_dir)  # raises FailedPrecondition when the run kept none
+        if INT8 in precisions and task == IMAGE_CLASSIFICATION and kept["calibration"] < MIN_CALIBRATION:
+            raise FailedPrecondition("precision", f"INT8 calibration needs at least {MIN_CALIBRATION} training "
+                                                  f"images; the run kept {kept['calibration']}")
+    status = run_status(run_dir)
+    _check_status(status, allow_degenerate, allow_unfinished)
+    return task, spec, precisions, status
 
 
 def _fp32_entry(folder: Path) -> dict:

@@ -8,6 +8,9 @@ never starved by small ones). A job on K > 1 GPUs trains as K DDP processes (``e
 A crash, OOM kill or hang in training never takes the server down: the worker is a separate
 process and its exit decides the job's state. On start, jobs a dead server left RUNNING are
 re-queued to resume from their last checkpoint (or FAILED after ``max_attempts``).
+
+Exports share the slots: a queued export (``server/export_worker.py``, on the CPU) starts before
+the next queued job, being short and what a user waits on. Exports left RUNNING are redone.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from edgetune.server.worker import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 
 log = logging.getLogger("edgetune.server")
 CANCEL_GRACE_S = 10.0
+
+
+def _is_export(task_id: str) -> bool:
+    return task_id.startswith("exp-")
 
 
 class JobRunner:
@@ -51,8 +58,19 @@ class JobRunner:
     def job_dir(self, job_id: str) -> Path:
         return self.data_dir / "jobs" / job_id
 
+    def export_dir(self, export_id: str) -> Path:
+        return self.data_dir / "exports" / export_id
+
     def recover(self) -> None:
-        """Jobs left RUNNING by a server that died: resume them, or fail them with a reason."""
+        """Jobs left RUNNING by a server that died: resume them, or fail them with a reason; exports
+        left RUNNING: redo them."""
+        for export in self.store.exports_in(RUNNING):
+            if export["attempts"] + 1 >= self.max_attempts:
+                self.store.set_export_state(export["id"], FAILED, f"server died while running it "
+                                                                  f"{export['attempts'] + 1} times; gave up")
+            else:
+                self.store.requeue_export(export["id"], "server restarted while the export was running; it "
+                                                        "starts again")
         for job in self.store.list_jobs(RUNNING, 0, 1_000_000):
             if job.cancel_requested:
                 self.store.set_state(job.id, CANCELLED, "cancelled; the server stopped before the worker did")
@@ -121,6 +139,11 @@ class JobRunner:
             items = list(self._procs.items())
         for job_id, proc in items:
             if proc.poll() is None:
+                if _is_export(job_id):
+                    if time.time() - self.store.last_activity(job_id) > self.stall_timeout_s:
+                        self._stalled.add(job_id)
+                        proc.kill()
+                    continue
                 if job_id not in self._kill_at:
                     # Also catches a cancel that landed between RUNNING and the worker's registration.
                     if self.store.get_job(job_id).cancel_requested:
@@ -142,6 +165,10 @@ class JobRunner:
             with self._launch_lock:
                 if self._stopping:
                     return
+                export = self.store.next_queued_export()
+                if export is not None:
+                    self._launch_export(export)
+                    continue
                 job = self.store.next_queued()
                 if job is None:
                     return
@@ -187,6 +214,44 @@ class JobRunner:
             self.store.add_event(job.id, "log", {"message": f"GPU(s) {','.join(gpus)} of this server"})
         log.info("job %s started (pid %d, GPUs %s)", job.id, proc.pid, ",".join(gpus) or "none")
 
+    def _launch_export(self, export: dict) -> None:
+        if not self.store.set_export_state(export["id"], RUNNING, only_from=(QUEUED,)):
+            return
+        folder = self.export_dir(export["id"])
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "worker.log", "ab") as logf:
+                env = {k: v for k, v in os.environ.items() if k not in RANK_ENV}
+                # The CPU: what the variants are gated and timed on, and the GPUs stay the jobs'.
+                env.update(EDGETUNE_CACHE_DIR=str(self.cache_root), CUDA_VISIBLE_DEVICES="")
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "edgetune.server.export_worker", "--db", str(self.store.path),
+                     "--export", export["id"], "--run-dir", str(self.job_dir(export["job_id"]) / "run")],
+                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        except OSError as e:
+            self.store.set_export_state(export["id"], FAILED, f"could not start an export worker: {e}")
+            return
+        with self._lock:
+            self._procs[export["id"]] = proc
+        log.info("export %s started (pid %d)", export["id"], proc.pid)
+
+    def _finish_export(self, export_id: str, rc: int) -> None:
+        if rc == 0:
+            pass  # the worker recorded the outcome
+        elif self._stopping:
+            self.store.requeue_export(export_id, "server stopping; the export starts again at the next start",
+                                      count_attempt=False)
+        else:
+            stalled = export_id in self._stalled
+            self._stalled.discard(export_id)
+            how = (f"no progress for {self.stall_timeout_s:.0f}s; worker killed" if stalled else
+                   f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}")
+            tail = " | ".join(self._log_tail(export_id, 5))
+            self.store.set_export_state(export_id, FAILED, f"export worker {how}; last log lines: {tail}",
+                                        only_from=(RUNNING,))
+        log.info("export %s worker exited with %s", export_id, rc)
+        self.wake()
+
     def _finish(self, job_id: str, proc: subprocess.Popen) -> None:
         with self._lock:
             if self._procs.pop(job_id, None) is None:
@@ -194,6 +259,9 @@ class JobRunner:
             self._kill_at.pop(job_id, None)
             self._gpus_held.pop(job_id, None)
         rc = proc.returncode
+        if _is_export(job_id):
+            self._finish_export(job_id, rc)
+            return
         job = self.store.get_job(job_id)
         if job.cancel_requested:
             self.store.set_state(job_id, CANCELLED, "cancelled by request")
@@ -224,7 +292,7 @@ class JobRunner:
         return ""
 
     def _log_tail(self, job_id: str, n: int) -> list[str]:
-        path = self.job_dir(job_id) / "worker.log"
+        path = (self.export_dir(job_id) if _is_export(job_id) else self.job_dir(job_id)) / "worker.log"
         try:
             with open(path, "rb") as f:
                 f.seek(0, 2)

@@ -1,5 +1,8 @@
 """The embedded store: one SQLite file (WAL, synchronous=FULL) for datasets, jobs, events, exports.
 
+Exports are durable jobs too (QUEUED -> RUNNING -> SUCCEEDED or FAILED); their events share the
+events table, keyed by the export's id.
+
 The server process and each job's worker process open their own connection; SQLite serialises
 the writers. Rows hold JSON documents for the parts that only the service layer interprets.
 """
@@ -34,6 +37,11 @@ CREATE TABLE IF NOT EXISTS exports (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL, create_time REAL NOT NULL, valid INTEGER NOT NULL,
     manifest TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', path TEXT NOT NULL);
 """
+# Exports became durable jobs of their own: rows from before are finished exports.
+EXPORT_COLUMNS = {"state": "TEXT NOT NULL DEFAULT 'SUCCEEDED'", "options": "TEXT NOT NULL DEFAULT '{}'",
+                  "options_key": "TEXT NOT NULL DEFAULT ''", "start_time": "REAL", "end_time": "REAL",
+                  "attempts": "INTEGER NOT NULL DEFAULT 0", "artifact_sha256": "TEXT NOT NULL DEFAULT ''",
+                  "artifact_bytes": "INTEGER NOT NULL DEFAULT 0"}
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
@@ -91,6 +99,12 @@ class Store:
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
         if "warnings" not in columns:
             self._db.execute("ALTER TABLE jobs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'")
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(exports)")}
+        for name, decl in EXPORT_COLUMNS.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE exports ADD COLUMN {name} {decl}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS exports_state ON exports(state, create_time)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS exports_key ON exports(job_id, options_key)")
 
     def close(self) -> None:
         with self._lock:
@@ -236,10 +250,68 @@ class Store:
         return [EventRow(r["id"], r["job_id"], r["time"], r["kind"], json.loads(r["payload"])) for r in rows]
 
     # exports
-    def add_export(self, row: dict) -> None:
+    def add_export(self, export_id: str, job_id: str, options: dict, options_key: str, path: str,
+                   max_queued: int) -> tuple[dict, bool]:
+        """A QUEUED export, or (idempotent per job and options) the one already queued, running or
+        succeeded: returns (export, created). A failed one is retried by asking again.
+
+        Raises OverflowError when ``max_queued`` exports are already waiting."""
         with self.transaction() as db:
-            db.execute("INSERT INTO exports VALUES (:id, :job_id, :create_time, :valid, :manifest, :error, :path)",
-                       {**row, "manifest": json.dumps(row["manifest"]), "valid": int(row["valid"])})
+            row = db.execute("SELECT * FROM exports WHERE job_id = ? AND options_key = ? AND state != ? "
+                             "ORDER BY create_time DESC LIMIT 1", (job_id, options_key, FAILED)).fetchone()
+            if row:
+                return _export(row), False
+            queued = db.execute("SELECT COUNT(*) FROM exports WHERE state = ?", (QUEUED,)).fetchone()[0]
+            if queued >= max_queued:
+                raise OverflowError(queued)
+            db.execute("INSERT INTO exports (id, job_id, create_time, valid, manifest, error, path, state, options, "
+                       "options_key) VALUES (?, ?, ?, 0, '{}', '', ?, ?, ?, ?)",
+                       (export_id, job_id, time.time(), path, QUEUED, json.dumps(options, sort_keys=True),
+                        options_key))
+            _insert_event(db, export_id, "state", {"state": QUEUED})
+            return _export(db.execute("SELECT * FROM exports WHERE id = ?", (export_id,)).fetchone()), True
+
+    def next_queued_export(self) -> dict | None:
+        rows = self._query("SELECT * FROM exports WHERE state = ? ORDER BY create_time, id LIMIT 1", (QUEUED,))
+        return _export(rows[0]) if rows else None
+
+    def set_export_state(self, export_id: str, state: str, error: str = "", only_from: tuple[str, ...] = (),
+                         **fields) -> bool:
+        """Move an export to ``state`` with a state event; ``fields``: valid, manifest, path,
+        artifact_sha256, artifact_bytes. False when ``only_from`` does not hold the current state."""
+        with self.transaction() as db:
+            row = db.execute("SELECT state FROM exports WHERE id = ?", (export_id,)).fetchone()
+            if row is None or (only_from and row["state"] not in only_from):
+                return False
+            sets = {"state": state, "error": error, **fields}
+            if "manifest" in sets:
+                sets["manifest"] = json.dumps(sets["manifest"])
+            if "valid" in sets:
+                sets["valid"] = int(sets["valid"])
+            if state == RUNNING:
+                sets["start_time"] = time.time()
+            if state in TERMINAL:
+                sets["end_time"] = time.time()
+            db.execute(f"UPDATE exports SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
+                       (*sets.values(), export_id))
+            _insert_event(db, export_id, "state", {"state": state, "error": error})
+            return True
+
+    def requeue_export(self, export_id: str, reason: str, count_attempt: bool = True) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE exports SET state = ?, attempts = attempts + ? WHERE id = ?",
+                       (QUEUED, int(count_attempt), export_id))
+            _insert_event(db, export_id, "log", {"message": reason})
+            _insert_event(db, export_id, "state", {"state": QUEUED})
+
+    def exports_in(self, state: str) -> list[dict]:
+        return [_export(r) for r in self._query("SELECT * FROM exports WHERE state = ? ORDER BY create_time",
+                                                (state,))]
+
+    def set_artifact(self, export_id: str, sha256: str, size: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE exports SET artifact_sha256 = ?, artifact_bytes = ? WHERE id = ?",
+                       (sha256, size, export_id))
 
     def get_export(self, export_id: str) -> dict | None:
         rows = self._query("SELECT * FROM exports WHERE id = ?", (export_id,))
@@ -265,7 +337,8 @@ def _dataset(r: sqlite3.Row) -> dict:
 
 
 def _export(r: sqlite3.Row) -> dict:
-    return {**dict(r), "manifest": json.loads(r["manifest"]), "valid": bool(r["valid"])}
+    return {**dict(r), "manifest": json.loads(r["manifest"]), "valid": bool(r["valid"]),
+            "options": json.loads(r["options"])}
 
 
 def _job(r: sqlite3.Row) -> JobRow:

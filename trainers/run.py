@@ -231,6 +231,28 @@ def heldout_texts(run_dir: str | Path) -> list[dict]:
     return json.loads(path.read_text())
 
 
+def kept_samples(run_dir: str | Path) -> dict[str, int]:
+    """How many held-out samples (and, image runs, calibration images) a run kept for FP16 / INT8
+    variants, read from the files' headers; FailedPrecondition when it kept no held-out set."""
+    files = RunFiles(Path(run_dir))
+    if files.heldout_texts.is_file():
+        return {"heldout": len(json.loads(files.heldout_texts.read_text())), "calibration": 0}
+    if not files.heldout.is_file():
+        raise FailedPrecondition("precision", f"run {Path(run_dir).name} kept no held-out data for the accuracy "
+                                              "gates of FP16 / INT8 variants (trained before edgetune kept it): "
+                                              "retrain it, or export fp32 only")
+    from safetensors import safe_open
+
+    counts = {}
+    for key, path in (("heldout", files.heldout), ("calibration", files.calibration)):
+        if path.is_file():
+            with safe_open(str(path), "np") as f:
+                counts[key] = f.get_slice("labels").get_shape()[0]
+        else:
+            counts[key] = 0
+    return counts
+
+
 def heldout_images(run_dir: str | Path, calibration: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """An image run's held-out validation images (or, ``calibration``, its class-stratified training
     images for INT8) as uint8 NHWC pixels and class indices."""

@@ -28,6 +28,27 @@ function call(stub, method, request, deadlineS) {
   });
 }
 
+/** Events of a stream opened by `open(lastId)`, reopened from the last id if it drops (server restart). */
+async function* follow(open, afterEventId, maxReconnectS) {
+  let last = afterEventId;
+  let downSince = null;
+  for (;;) {
+    try {
+      for await (const event of open(last)) {
+        downSince = null;
+        last = event.id;
+        yield event;
+      }
+      return;
+    } catch (err) {
+      if (err.code !== grpc.status.UNAVAILABLE && err.code !== grpc.status.CANCELLED) throw err;
+      downSince ??= Date.now();
+      if (Date.now() - downSince > maxReconnectS * 1000) throw err;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 export class EdgetuneClient {
   /** @param {string} target host:port of an edgetune server */
   constructor(target = '127.0.0.1:50051') {
@@ -90,23 +111,12 @@ export class EdgetuneClient {
    * it reconnects from the last event id for up to `maxReconnectS` seconds, so nothing is missed.
    */
   async* watch(jobId, afterEventId = 0, maxReconnectS = 120) {
-    let last = afterEventId;
-    let downSince = null;
-    for (;;) {
-      try {
-        for await (const event of this.jobs.watchJob({ jobId, afterEventId: last })) {
-          downSince = null;
-          last = event.id;
-          yield event;
-        }
-        return;
-      } catch (err) {
-        if (err.code !== grpc.status.UNAVAILABLE && err.code !== grpc.status.CANCELLED) throw err;
-        downSince ??= Date.now();
-        if (Date.now() - downSince > maxReconnectS * 1000) throw err;
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-    }
+    yield* follow((last) => this.jobs.watchJob({ jobId, afterEventId: last }), afterEventId, maxReconnectS);
+  }
+
+  /** Async iterator over an export's events (state changes, log lines) until it finishes; reconnects like `watch`. */
+  async* watchExport(exportId, afterEventId = 0, maxReconnectS = 120) {
+    yield* follow((last) => this.exports.watchExport({ exportId, afterEventId: last }), afterEventId, maxReconnectS);
   }
 
   /** Wait for a job to finish, calling onEvent for each event; resolves to the final Job. */
@@ -121,12 +131,17 @@ export class EdgetuneClient {
    * Export a SUCCEEDED job through the parity gate. Options: atol / rtol (0: the task's default;
    * per output |onnxruntime - pytorch| <= atol + rtol * |pytorch|), allowDegenerate (export a job
    * whose `warnings` flag a degenerate model), precisions (e.g. ['fp16', 'int8']: variants kept only
-   * if they pass their held-out accuracy gate). A number is read as `{ atol }`, as before.
+   * if they pass their held-out accuracy gate). Exports are durable jobs on the server: this
+   * queues one and, unless `wait: false`, follows it (`onEvent` sees each event) and resolves to
+   * the finished export (`valid`, or `error`). A number is read as `{ atol }`, as before.
    */
-  exportModel(jobId, options = {}) {
-    const { atol = 0, rtol = 0, allowDegenerate = false, precisions = [] } =
+  async exportModel(jobId, options = {}) {
+    const { atol = 0, rtol = 0, allowDegenerate = false, precisions = [], wait = true, onEvent = () => {} } =
       typeof options === 'number' ? { atol: options } : options;
-    return call(this.exports, 'exportModel', { jobId, atol, rtol, allowDegenerate, precisions }, 600);
+    const queued = await call(this.exports, 'exportModel', { jobId, atol, rtol, allowDegenerate, precisions }, 30);
+    if (!wait) return queued;
+    for await (const event of this.watchExport(queued.id)) onEvent(event);
+    return call(this.exports, 'getExport', { exportId: queued.id }, 5);
   }
 
   /**

@@ -34,7 +34,7 @@ class EdgetuneService:
                                 config.stall_timeout_s, config.cache_root(), config.gpus)
         self.datasets = Datasets(config, self.store, self.data_dir)
         self.jobs = Jobs(config, self.store, self.runner, self.datasets)
-        self.exports = Exports(self.store, self.runner, self.data_dir, self.jobs)
+        self.exports = Exports(self.store, self.runner, self.data_dir, self.jobs, config.max_queued)
         self.inference = Inference(config, self.exports)
 
     def start(self) -> None:

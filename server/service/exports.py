@@ -1,60 +1,82 @@
-"""Exports: a succeeded job's run through ``export_bundle`` (parity-gated), its bundle as a download."""
+"""Exports: durable jobs that turn a succeeded job's run into a parity-gated bundle.
+
+``create`` checks what can be checked at once (the job, the options, the run's data for the
+variants asked) and queues the export, idempotently per (job, options): asking again returns the
+queued, running or finished export instead of redoing it. The runner's export workers do the work
+(``server/export_worker.py``); ``watch`` streams their progress; a valid export's bundle is
+streamed from a tar on disk.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgetune.errors import FailedPrecondition, NotFound, ParityError, WeightsError
-from edgetune.export.bundle import export_bundle
+from edgetune.errors import EdgetuneError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, WeightsError
+from edgetune.export.bundle import preflight
 from edgetune.export.specs import parse_precisions
 
+from edgetune.server.export_worker import ARTIFACT, write_artifact
 from edgetune.server.runner import JobRunner
 from edgetune.server.service.config import next_token, page_bounds
 from edgetune.server.service.jobs import Jobs
-from edgetune.server.store import SUCCEEDED, Store, new_id
+from edgetune.server.store import FAILED, SUCCEEDED, TERMINAL, EventRow, Store, new_id
 
 ARTIFACT_CHUNK = 1 << 20
+MAX_BATCH = 64  # exports per BatchExportModels request
 
 
 class Exports:
-    """Bundles under ``DATA_DIR/exports/<id>``; a failed gate keeps its ``bundle.invalid`` for diagnosis."""
+    """Bundles under ``DATA_DIR/exports/<id>/bundle``; a failed gate keeps ``bundle.invalid`` for diagnosis."""
 
-    def __init__(self, store: Store, runner: JobRunner, data_dir: Path, jobs: Jobs):
+    def __init__(self, store: Store, runner: JobRunner, data_dir: Path, jobs: Jobs, max_queued: int = 32):
         self.store, self.runner, self.data_dir, self.jobs = store, runner, data_dir, jobs
-        self._lock = threading.Lock()
+        self.max_queued = max_queued
+        self._artifact_lock = threading.Lock()
 
     def create(self, job_id: str, atol: float | None = None, rtol: float | None = None,
                allow_degenerate: bool = False, precisions: list[str] | None = None) -> dict:
-        precisions = parse_precisions(precisions or [])  # INVALID_ARGUMENT before any work
+        """Queue an export (or return the same one already asked for); raises what the export
+        would refuse, before queueing it."""
+        options = {"precisions": parse_precisions(precisions or []), "allow_degenerate": bool(allow_degenerate),
+                   "atol": atol, "rtol": rtol}
         job = self.jobs.get(job_id)
         if job.state != SUCCEEDED:
             raise FailedPrecondition("job_id", f"job is {job.state}; only SUCCEEDED jobs can be exported")
+        try:
+            preflight(self.runner.job_dir(job_id) / "run", options["precisions"], atol, rtol, allow_degenerate)
+        except WeightsError as e:
+            raise FailedPrecondition("job_id", f"cannot rebuild the job's model: {e.message}") from None
+        except FailedPrecondition as e:  # a degenerate model (Job.warnings) without allow_degenerate
+            raise FailedPrecondition("precision" if e.subject == "precision" else "job_id", e.message) from None
+        key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:32]
         export_id = new_id("exp")
-        out = self.data_dir / "exports" / export_id / "bundle"
-        row = {"id": export_id, "job_id": job_id, "create_time": time.time(), "error": "", "path": str(out)}
-        with self._lock:  # exports are CPU-heavy; one at a time keeps latency predictable
+        try:
+            row, created = self.store.add_export(export_id, job_id, options, key,
+                                                 str(self.runner.export_dir(export_id) / "bundle"), self.max_queued)
+        except OverflowError:
+            raise ResourceExhausted("queue", f"{self.max_queued} exports are already queued") from None
+        if created:
+            self.runner.wake()
+        return row
+
+    def create_many(self, requests: list[dict]) -> list[tuple[dict | None, EdgetuneError | None]]:
+        """``create`` for each request, independently: one refused never stops the others."""
+        if not requests:
+            raise InvalidArgument("requests", "at least one export is required")
+        if len(requests) > MAX_BATCH:
+            raise InvalidArgument("requests", f"at most {MAX_BATCH} per call")
+        out = []
+        for i, r in enumerate(requests):
             try:
-                result = export_bundle(self.runner.job_dir(job_id) / "run", out, device="auto", atol=atol, rtol=rtol,
-                                       allow_degenerate=allow_degenerate, precisions=precisions, source=job_id)
-                row.update(valid=True, manifest=result.manifest)
-            except WeightsError as e:  # e.g. the base weights changed since training
-                raise FailedPrecondition("job_id", f"cannot rebuild the job's model: {e.message}") from None
-            except FailedPrecondition as e:  # a degenerate model (Job.warnings) without allow_degenerate
-                raise FailedPrecondition("precision" if e.subject == "precision" else "job_id", e.message) from None
-            except ParityError as e:
-                invalid = out.with_name(out.name + ".invalid")
-                manifest = _read_json(invalid / "manifest.json")
-                report = e.report.summary() if e.report is not None else e.message.split("; failed bundle")[0]
-                row.update(valid=False, manifest=manifest, error=report, path=str(invalid))
-        self.store.add_export(row)
-        return self.store.get_export(export_id)
+                out.append((self.create(**r), None))
+            except EdgetuneError as e:
+                out.append((None, type(e)(f"requests[{i}].{e.subject}", e.message)))
+        return out
 
     def get(self, export_id: str) -> dict:
         row = self.store.get_export(export_id)
@@ -67,34 +89,47 @@ class Exports:
         rows = self.store.list_exports(job_id or None, offset, limit)
         return rows, next_token(offset, limit, len(rows))
 
+    def watch(self, export_id: str, after_event_id: int, is_active=lambda: True,
+              poll_s: float = 0.25) -> Iterator[EventRow]:
+        """Events after ``after_event_id``, then live ones until the export is finished."""
+        self.get(export_id)
+        last = after_event_id
+        while is_active():
+            events = self.store.events_after(export_id, last)
+            for e in events:
+                last = e.id
+                yield e
+            if not events:
+                if self.get(export_id)["state"] in TERMINAL and not self.store.events_after(export_id, last, 1):
+                    return
+                time.sleep(poll_s)
+
     def artifact_chunks(self, export_id: str) -> Iterator[tuple[bytes, int, str]]:
-        """(data, offset, sha256-on-last) pieces of a deterministic tar of the bundle."""
+        """(data, offset, sha256-on-last) pieces of the bundle's deterministic tar, read from disk."""
         row = self.valid(export_id)
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-            root = Path(row["path"])
-            for p in sorted(f for f in root.rglob("*") if f.is_file()):
-                info = tf.gettarinfo(str(p), arcname=f"{export_id}/{p.relative_to(root).as_posix()}")
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                info.mode = 0o644  # the extracting side applies its umask, as for any file it writes
-                with open(p, "rb") as f:
-                    tf.addfile(info, f)
-        data = buf.getvalue()
-        digest = hashlib.sha256(data).hexdigest()
-        for offset in range(0, len(data), ARTIFACT_CHUNK):
-            last = offset + ARTIFACT_CHUNK >= len(data)
-            yield data[offset:offset + ARTIFACT_CHUNK], offset, digest if last else ""
+        path = Path(row["path"]).parent / ARTIFACT
+        digest = row["artifact_sha256"]
+        if not digest or not path.is_file():  # exports from before the tar was kept: make it once
+            with self._artifact_lock:
+                row = self.get(export_id)
+                digest = row["artifact_sha256"]
+                if not digest or not path.is_file():
+                    digest, size = write_artifact(Path(row["path"]), path, export_id)
+                    self.store.set_artifact(export_id, digest, size)
+        with open(path, "rb") as f:
+            offset = 0
+            while True:
+                data = f.read(ARTIFACT_CHUNK)
+                nxt = f.peek(1) if hasattr(f, "peek") else b""
+                yield data, offset, digest if not nxt else ""
+                offset += len(data)
+                if not nxt:
+                    return
 
     def valid(self, export_id: str) -> dict:
         row = self.get(export_id)
-        if not row["valid"]:
-            raise FailedPrecondition("export_id", "export failed its parity gate; nothing to serve")
+        if row["state"] != SUCCEEDED or not row["valid"]:
+            why = ("export failed: " + (row["error"] or "its parity gate did not pass")
+                   if row["state"] == FAILED else f"export is {row['state']}; wait for it to succeed")
+            raise FailedPrecondition("export_id", f"{why}; nothing to serve")
         return row
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-

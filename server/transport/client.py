@@ -111,10 +111,23 @@ class EdgetuneClient:
     def watch(self, job_id: str, after_event_id: int = 0, reconnect_s: float = 1.0,
               max_reconnect_s: float = 120.0) -> Iterator[jobs_pb2.JobEvent]:
         """Events until the job finishes, reconnecting (from the last event id) if the stream drops."""
+        return self._follow(lambda last: self.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id,
+                                                                                      after_event_id=last)),
+                            after_event_id, reconnect_s, max_reconnect_s)
+
+    def watch_export(self, export_id: str, after_event_id: int = 0, reconnect_s: float = 1.0,
+                     max_reconnect_s: float = 120.0) -> Iterator[jobs_pb2.JobEvent]:
+        """An export's events until it finishes, reconnecting like ``watch``."""
+        return self._follow(lambda last: self.exports.WatchExport(exports_pb2.WatchExportRequest(
+            export_id=export_id, after_event_id=last)), after_event_id, reconnect_s, max_reconnect_s)
+
+    @staticmethod
+    def _follow(open_stream, after_event_id: int, reconnect_s: float, max_reconnect_s: float
+                ) -> Iterator[jobs_pb2.JobEvent]:
         last, down_since = after_event_id, None
         while True:
             try:
-                for event in self.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id, after_event_id=last)):
+                for event in open_stream(last):
                     down_since = None
                     last = event.id
                     yield event
@@ -128,10 +141,28 @@ class EdgetuneClient:
                 time.sleep(reconnect_s)
 
     def export(self, job_id: str, atol: float = 0.0, rtol: float = 0.0, allow_degenerate: bool = False,
-               timeout: float = 600, precisions: list[str] = ()) -> exports_pb2.Export:
+               timeout: float = 600, precisions: list[str] = (), wait: bool = True,
+               on_event=None) -> exports_pb2.Export:
+        """Queue an export; with ``wait``, follow it (``on_event`` sees each event) and return it
+        finished: SUCCEEDED (valid) or FAILED (error says why)."""
         req = exports_pb2.ExportModelRequest(job_id=job_id, atol=atol, rtol=rtol, allow_degenerate=allow_degenerate,
                                              precisions=list(precisions))
-        return self.exports.ExportModel(req, timeout=timeout)
+        exp = self.exports.ExportModel(req, timeout=30)
+        return self.wait_export(exp.id, timeout, on_event) if wait else exp
+
+    def wait_export(self, export_id: str, timeout: float = 600, on_event=None) -> exports_pb2.Export:
+        deadline = time.monotonic() + timeout
+        for event in self.watch_export(export_id):
+            if on_event:
+                on_event(event)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"export {export_id} still running after {timeout:.0f}s")
+        return self.exports.GetExport(exports_pb2.GetExportRequest(export_id=export_id), timeout=5)
+
+    def export_many(self, requests: list[dict], timeout: float = 30) -> exports_pb2.BatchExportModelsResponse:
+        """Queue several exports in one call; each dict holds ExportModelRequest's fields."""
+        req = exports_pb2.BatchExportModelsRequest(requests=[exports_pb2.ExportModelRequest(**r) for r in requests])
+        return self.exports.BatchExportModels(req, timeout=timeout)
 
     def download(self, export_id: str, out_dir: str | Path, timeout: float = 300) -> Path:
         """Download a valid bundle, verify its sha256 and unpack it into ``out_dir``."""

@@ -105,16 +105,25 @@ def dataset(row: dict) -> datasets_pb2.Dataset:
                                 create_time=ts(row["create_time"]), report=report)
 
 
+def export_request(r: exports_pb2.ExportModelRequest) -> dict:
+    """ExportModelRequest as ``Exports.create``'s arguments (0 tolerances: the task's default)."""
+    return {"job_id": r.job_id, "atol": r.atol or None, "rtol": r.rtol or None, "allow_degenerate": r.allow_degenerate,
+            "precisions": list(r.precisions)}
+
+
 def export(row: dict) -> exports_pb2.Export:
     m = row["manifest"] or {}
     parity = m.get("parity") or {}
     msg = exports_pb2.Export(id=row["id"], job_id=row["job_id"], create_time=ts(row["create_time"]),
-                             valid=row["valid"], labels=m.get("labels", []),
+                             valid=row["valid"], labels=m.get("labels", []), state=_INV["state"][row["state"]],
+                             precisions=(row.get("options") or {}).get("precisions", []),
                              image_size=(m.get("preprocessing") or {}).get("size", 0), opset=m.get("opset", 0),
                              error=row["error"], task=_INV["task"].get(m.get("task"), 0),
                              max_length=(m.get("tokenization") or {}).get("max_length", 0))
     if parity.get("cases"):
         msg.parity.CopyFrom(parity_report(parity))
+    if row.get("end_time"):
+        msg.end_time.CopyFrom(ts(row["end_time"]))
     model = (m.get("files") or {}).get("model.onnx")
     if model:
         msg.model_sha256, msg.model_bytes = model["sha256"], model["bytes"]

@@ -152,8 +152,18 @@ class ExportsServicer(exports_pb2_grpc.ExportsServicer):
         self.s = service
 
     def ExportModel(self, request, context):
-        return convert.export(self.s.exports.create(request.job_id, request.atol or None, request.rtol or None,
-                                                  request.allow_degenerate, list(request.precisions)))
+        return convert.export(self.s.exports.create(**convert.export_request(request)))
+
+    def BatchExportModels(self, request, context):
+        results = self.s.exports.create_many([convert.export_request(r) for r in request.requests])
+        return exports_pb2.BatchExportModelsResponse(results=[
+            exports_pb2.BatchExportResult(export=convert.export(row)) if row is not None else
+            exports_pb2.BatchExportResult(code=status_of(e).value[0], message=f"{e.subject}: {e.message}")
+            for row, e in results])
+
+    def WatchExport(self, request, context):
+        for e in self.s.exports.watch(request.export_id, request.after_event_id, context.is_active):
+            yield convert.event(e)
 
     def GetExport(self, request, context):
         return convert.export(self.s.exports.get(request.export_id))

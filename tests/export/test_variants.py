@@ -114,7 +114,7 @@ def test_too_few_calibration_images_are_refused(digits_run, tmp_path):
 def test_a_run_without_held_out_data_is_refused_variants(digits_run, tmp_path):
     run = _copy_run(digits_run, tmp_path)
     RunFiles(run).heldout.unlink()
-    with pytest.raises(FailedPrecondition, match="kept no heldout images"):
+    with pytest.raises(FailedPrecondition, match="kept no held-out data"):
         export_bundle(run, tmp_path / "bundle", device="cpu", precisions="fp16")
 
 

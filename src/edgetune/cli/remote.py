@@ -62,14 +62,16 @@ def add_parsers(sub) -> None:
                            help="GPUs to train on, one process each (default: one when the server has any)")
             p.add_argument("--idempotency-key", default="")
             p.add_argument("--watch", action="store_true", help="then stream its events to the end")
-        elif name in ("watch", "cancel", "export"):
+        elif name in ("watch", "cancel"):
             p.add_argument("job_id")
-            if name == "export":
-                p.add_argument("--allow-degenerate", action="store_true",
-                               help="export a job whose model is flagged degenerate (Job.warnings)")
-                p.add_argument("--precision", default="fp32", metavar="LIST",
-                               help="comma-separated, of fp32 (always), fp16, int8: variants kept only if they "
-                                    "pass their held-out accuracy gate")
+        elif name == "export":
+            p.add_argument("job_id", nargs="+", help="SUCCEEDED jobs (several: one BatchExportModels call)")
+            p.add_argument("--no-wait", action="store_true", help="print the queued export id(s) and return")
+            p.add_argument("--allow-degenerate", action="store_true",
+                           help="export a job whose model is flagged degenerate (Job.warnings)")
+            p.add_argument("--precision", default="fp32", metavar="LIST",
+                           help="comma-separated, of fp32 (always), fp16, int8: variants kept only if they "
+                                "pass their held-out accuracy gate")
         elif name == "download":
             p.add_argument("export_id")
             p.add_argument("--out", default=".")
@@ -201,8 +203,35 @@ def _cancel(client, args) -> None:
 
 
 def _export(client, args) -> int:
-    exp = client.export(args.job_id, allow_degenerate=args.allow_degenerate,
-                        precisions=[p.strip() for p in args.precision.split(",") if p.strip()])
+    """Queue one export per job (several in one BatchExportModels call), follow them to the end,
+    and print each: exit 3 if any failed (or was refused)."""
+    from edgetune.v1 import exports_pb2, jobs_pb2
+
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if len(args.job_id) == 1:
+        queued = [(client.exports.ExportModel(exports_pb2.ExportModelRequest(
+            job_id=args.job_id[0], allow_degenerate=args.allow_degenerate, precisions=precisions), timeout=30), "")]
+    else:
+        response = client.export_many([{"job_id": j, "allow_degenerate": args.allow_degenerate,
+                                        "precisions": precisions} for j in args.job_id])
+        queued = [(r.export if r.code == 0 else None, r.message) for r in response.results]
+    failed = 0
+    for job_id, (exp, refused) in zip(args.job_id, queued):
+        if exp is None:
+            print(f"{job_id}: refused: {refused}")
+            failed += 1
+            continue
+        if args.no_wait:
+            print(f"{exp.id} {jobs_pb2.JobState.Name(exp.state).removeprefix('JOB_STATE_')} (job {job_id})")
+            continue
+        done = client.wait_export(exp.id, on_event=lambda e: e.WhichOneof("kind") == "log" and
+                                  print(f"  {exp.id}: {e.log}", flush=True))
+        failed += _print_export(done)
+    return 3 if failed else 0
+
+
+def _print_export(exp) -> int:
+    """One finished export; returns 1 when it is not valid."""
     p = exp.parity
     decisions = (f"top-1 agreement {p.top1_agreement:.0%} over {p.top1_compared} held-out decisions"
                  if p.top1_compared else "no held-out decision outside the tolerance")
@@ -215,7 +244,7 @@ def _export(client, args) -> int:
               f"{v.bytes / 1e6:.1f} MB{gate}" + "".join(f"; {f}" for f in v.flags))
     for d in exp.dropped_variants:
         print(f"  {d.precision}: dropped: {d.reason}")
-    return 0 if exp.valid else 3
+    return 0 if exp.valid else 1
 
 
 def _generate(client, args) -> None:

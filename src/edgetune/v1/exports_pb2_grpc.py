@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from edgetune.v1 import exports_pb2 as edgetune_dot_v1_dot_exports__pb2
+from edgetune.v1 import jobs_pb2 as edgetune_dot_v1_dot_jobs__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -40,6 +41,16 @@ class ExportsStub:
                 request_serializer=edgetune_dot_v1_dot_exports__pb2.ExportModelRequest.SerializeToString,
                 response_deserializer=edgetune_dot_v1_dot_exports__pb2.Export.FromString,
                 _registered_method=True)
+        self.BatchExportModels = channel.unary_unary(
+                '/edgetune.v1.Exports/BatchExportModels',
+                request_serializer=edgetune_dot_v1_dot_exports__pb2.BatchExportModelsRequest.SerializeToString,
+                response_deserializer=edgetune_dot_v1_dot_exports__pb2.BatchExportModelsResponse.FromString,
+                _registered_method=True)
+        self.WatchExport = channel.unary_stream(
+                '/edgetune.v1.Exports/WatchExport',
+                request_serializer=edgetune_dot_v1_dot_exports__pb2.WatchExportRequest.SerializeToString,
+                response_deserializer=edgetune_dot_v1_dot_jobs__pb2.JobEvent.FromString,
+                _registered_method=True)
         self.GetExport = channel.unary_unary(
                 '/edgetune.v1.Exports/GetExport',
                 request_serializer=edgetune_dot_v1_dot_exports__pb2.GetExportRequest.SerializeToString,
@@ -62,11 +73,32 @@ class ExportsServicer:
     """
 
     def ExportModel(self, request, context):
-        """Export a SUCCEEDED job and run the parity gate. Returns the export whether parity passed or
-        not (`valid` says which); a failed gate never yields a downloadable or servable bundle.
-        Deadline: 120 s. Errors: NOT_FOUND (job_id); FAILED_PRECONDITION (job not SUCCEEDED, or its
-        model is degenerate, see Job.warnings, and allow_degenerate is not set);
-        INVALID_ARGUMENT (atol, rtol).
+        """Queue an export of a SUCCEEDED job (an export is a durable job: it survives a server restart)
+        and return it at once, state QUEUED; WatchExport or GetExport follow it to SUCCEEDED (`valid`,
+        the parity gate passed) or FAILED (`error` says why; a failed gate never yields a downloadable
+        or servable bundle). Idempotent per job and options: the same request returns the export
+        already queued, running or succeeded instead of redoing it (a FAILED one is retried).
+        Deadline: 10 s. Errors: NOT_FOUND (job_id); FAILED_PRECONDITION (job not SUCCEEDED; its model
+        is degenerate, see Job.warnings, and allow_degenerate is not set; `precision` when the run
+        kept too little data for a variant); INVALID_ARGUMENT (atol, rtol, precision);
+        RESOURCE_EXHAUSTED (too many exports queued).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchExportModels(self, request, context):
+        """ExportModel for several jobs or option sets in one call (at most 64): each is checked and
+        queued on its own, and one refused never stops the others. Deadline: 30 s.
+        Errors: INVALID_ARGUMENT (no requests, or more than 64).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchExport(self, request, context):
+        """Stream an export's events (state changes, log lines: each variant's ladder, the parity
+        verdict) from after_event_id, live until it is SUCCEEDED or FAILED. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,7 +121,8 @@ class ExportsServicer:
     def DownloadArtifact(self, request, context):
         """Stream a valid bundle as a tar archive in chunks; the last message carries the sha256 of all
         bytes. Deadline: bundle size at your link speed, e.g. 30 s + 1 s per 10 MB.
-        Errors: NOT_FOUND; FAILED_PRECONDITION (export not valid).
+        Errors: NOT_FOUND; FAILED_PRECONDITION (export not SUCCEEDED and valid). The tar is kept on
+        disk: streamed, never rebuilt.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +135,16 @@ def add_ExportsServicer_to_server(servicer, server):
                     servicer.ExportModel,
                     request_deserializer=edgetune_dot_v1_dot_exports__pb2.ExportModelRequest.FromString,
                     response_serializer=edgetune_dot_v1_dot_exports__pb2.Export.SerializeToString,
+            ),
+            'BatchExportModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchExportModels,
+                    request_deserializer=edgetune_dot_v1_dot_exports__pb2.BatchExportModelsRequest.FromString,
+                    response_serializer=edgetune_dot_v1_dot_exports__pb2.BatchExportModelsResponse.SerializeToString,
+            ),
+            'WatchExport': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchExport,
+                    request_deserializer=edgetune_dot_v1_dot_exports__pb2.WatchExportRequest.FromString,
+                    response_serializer=edgetune_dot_v1_dot_jobs__pb2.JobEvent.SerializeToString,
             ),
             'GetExport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExport,
@@ -147,6 +190,60 @@ class Exports:
             '/edgetune.v1.Exports/ExportModel',
             edgetune_dot_v1_dot_exports__pb2.ExportModelRequest.SerializeToString,
             edgetune_dot_v1_dot_exports__pb2.Export.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchExportModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetune.v1.Exports/BatchExportModels',
+            edgetune_dot_v1_dot_exports__pb2.BatchExportModelsRequest.SerializeToString,
+            edgetune_dot_v1_dot_exports__pb2.BatchExportModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgetune.v1.Exports/WatchExport',
+            edgetune_dot_v1_dot_exports__pb2.WatchExportRequest.SerializeToString,
+            edgetune_dot_v1_dot_jobs__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

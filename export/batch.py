@@ -6,33 +6,27 @@
 Resumable: a bundle whose manifest carries the same ``export.key`` (``export_key``: what the
 export reads from the run, hashed, with the options and the edgetune version) and whose files
 still match their hashes is up to date and skipped, so a batch killed midway redoes only what it
-had not finished (a bundle appears only by an atomic rename, so a killed export leaves none).
+had not finished (a bundle appears only by an atomic rename, and the next export of it clears a killed one's
+temporary folder).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import edgetune
 from edgetune.errors import EdgetuneError, InvalidArgument
-from edgetune.integrity import sha256_file
 
-from .specs import parse_precisions
+from .provenance import export_key
+from .specs import THREADS_ENV, parse_precisions
 
 EXPORTED, UP_TO_DATE, FAILED = "exported", "up to date", "failed"
-# What an export reads from a run: a change to any of these makes its bundles stale.
-_RUN_INPUTS = ("model.safetensors", "model.json", "config.yaml", "report.json", "parity_samples.safetensors",
-               "parity_samples.json", "heldout.safetensors", "heldout.json", "calibration.safetensors",
-               "base.safetensors", "prompt.safetensors")
-
-
 @dataclass
 class BatchItem:
     run: Path
@@ -56,20 +50,6 @@ class ItemResult:
     status: str  # EXPORTED, UP_TO_DATE or FAILED
     seconds: float
     detail: str  # the variants kept (and the default), or why it failed
-
-
-def export_key(run_dir: str | Path, options: dict) -> str:
-    """A hash of everything an export of ``run_dir`` with ``options`` depends on."""
-    run_dir = Path(run_dir)
-    h = hashlib.sha256(json.dumps({"edgetune": edgetune.__version__, "options": options}, sort_keys=True).encode())
-    for name in _RUN_INPUTS:
-        path = run_dir / name
-        h.update(f"{name}:{sha256_file(path) if path.is_file() else '-'}\n".encode())
-    for sub in ("adapter", "tokenizer"):
-        for path in sorted((run_dir / sub).rglob("*")) if (run_dir / sub).is_dir() else []:
-            if path.is_file():
-                h.update(f"{path.relative_to(run_dir).as_posix()}:{sha256_file(path)}\n".encode())
-    return h.hexdigest()
 
 
 def up_to_date(item: BatchItem) -> bool:
@@ -118,7 +98,7 @@ def _worker_init() -> None:
     quiet_libraries()
     import torch
 
-    torch.set_num_threads(max(1, int(os.environ.get("EDGETUNE_EXPORT_THREADS", "1"))))
+    torch.set_num_threads(max(1, int(os.environ.get(THREADS_ENV, "1"))))
 
 
 def export_batch(items: list[BatchItem], workers: int = 1, on_result=None) -> list[ItemResult]:
@@ -141,20 +121,40 @@ def export_batch(items: list[BatchItem], workers: int = 1, on_result=None) -> li
             if on_result:
                 on_result(out[i])
         return [out[i] for i in range(len(items))]
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    os.environ["EDGETUNE_EXPORT_THREADS"] = str(threads)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init) as pool:
+    # Each process's ONNX Runtime and torch get their share of the cores: exports side by side do
+    # not oversubscribe them, and the latency each records is what that share gives.
+    os.environ[THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // workers))
+    context = multiprocessing.get_context("spawn")
+
+    def failed(i: int, why: str) -> ItemResult:
+        return ItemResult(str(items[i].run), str(items[i].out), FAILED, 0.0, why)
+
+    # A process that dies abruptly (OOM kill, a native crash) breaks the whole pool: what it still
+    # held then runs again one item per pool, where a death is that item's own.
+    broken = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
         futures = {pool.submit(export_one, items[i]): i for i in todo}
         for future in as_completed(futures):
             i = futures[future]
             try:
                 out[i] = future.result()
-            except Exception as e:  # noqa: BLE001 - e.g. a worker killed by the OOM killer
-                out[i] = ItemResult(str(items[i].run), str(items[i].out), FAILED, 0.0,
-                                    f"export process died: {type(e).__name__}: {e}")
+            except BrokenProcessPool:
+                broken.append(i)
+                continue
+            except Exception as e:  # noqa: BLE001 - a result that did not come back
+                out[i] = failed(i, f"export process failed: {type(e).__name__}: {e}")
             if on_result:
                 on_result(out[i])
+    for i in sorted(broken):
+        with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_init) as pool:
+            try:
+                out[i] = pool.submit(export_one, items[i]).result()
+            except BrokenProcessPool:
+                out[i] = failed(i, "its export process died (killed, e.g. out of memory)")
+            except Exception as e:  # noqa: BLE001
+                out[i] = failed(i, f"export process failed: {type(e).__name__}: {e}")
+        if on_result:
+            on_result(out[i])
     return [out[i] for i in range(len(items))]
 
 

@@ -9,7 +9,7 @@ BUNDLE/
                   what was exported despite), parity report, the variants (file, gate, ladder
                   attempts, latency, flags; those dropped and why), the default variant, ``valid: true``
 
-The manifest holds no paths of the exporting machine (``schemas/manifest.schema.json``).
+The manifest holds no paths of the exporting machine (``schemas/bundle-manifest.schema.json``).
 
 Unfinished and degenerate runs (``run_status``) are refused unless allowed explicitly.
 
@@ -45,7 +45,7 @@ from edgetune.trainers.checkpoint import save_json
 from edgetune.trainers.run import (RunFiles, RunModel, RunStatus, heldout_images, kept_samples, load_run,
                                    read_model_meta, run_status)
 
-from .batch import export_key
+from .provenance import export_key
 from .onnx_export import export_onnx, metadata_problems
 from .parity import ImageContract, ParityReport, batches_of, check_parity
 from edgetune.runtime.manifest import BUNDLE_FORMAT
@@ -53,7 +53,7 @@ from edgetune.runtime.sessions import create_session
 from .specs import EXPORT_SPECS, FP32, INT8, ExportSpec, Tolerance, parse_precisions
 from .variants import (CALIBRATION_BATCH, FILES, HELDOUT_BATCH, LATENCY_BATCHES, MIN_CALIBRATION, HeldOut,
                        VariantInputs, build_variants, check_inputs, choose_default, cpu_description,
-                       measure_latency)
+                       measure_latency, session_threads)
 
 PRECISION = FP32  # model.onnx's precision; INT8 / FP16 variants sit beside it (export/variants.py)
 
@@ -118,12 +118,14 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, device: str = "auto"
     options = {"precisions": precisions, "allow_degenerate": allow_degenerate, "allow_unfinished": allow_unfinished,
                "atol": atol, "rtol": rtol}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):  # what an export killed here left behind
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(default_mode(directory=True))  # mkdtemp makes it 0700; a bundle follows the one rule
     try:
         t0 = time.monotonic()
         fields, check, variant_inputs = BUILDERS[task](run_dir, tmp, spec, device, source)
-        inputs = variant_inputs() if len(precisions) > 1 else None
+        inputs = variant_inputs(precisions) if len(precisions) > 1 else None
         check_inputs(precisions, inputs, task)
         progress(LogLine(f"exported ONNX opset {spec.opset} in {time.monotonic() - t0:.1f}s; checking parity"))
         manifest = {
@@ -183,6 +185,9 @@ def preflight(run_dir: Path, precisions, atol: float | None = None, rtol: float 
                                            "built for classifiers")
     if len(precisions) > 1:
         kept = kept_samples(run_dir)  # raises FailedPrecondition when the run kept none
+        if kept["heldout"] == 0:
+            raise FailedPrecondition("precision", "the run's held-out set is empty: FP16 / INT8 variants have "
+                                                  "nothing to be gated on")
         if INT8 in precisions and task == IMAGE_CLASSIFICATION and kept["calibration"] < MIN_CALIBRATION:
             raise FailedPrecondition("precision", f"INT8 calibration needs at least {MIN_CALIBRATION} training "
                                                   f"images; the run kept {kept['calibration']}")
@@ -211,7 +216,7 @@ def _variants(folder: Path, precisions: list[str], inputs: VariantInputs, progre
         v.update(latency_ms=latency[p], speedup_vs_fp32=speedup[p], flags=flags[p])
     return {"variants": variants, "default_variant": default,
             "dropped_variants": {r.precision: r.entry for r in results if not r.kept},
-            "latency": {"provider": "CPUExecutionProvider", "cpu": cpu_description(),
+            "latency": {"provider": "CPUExecutionProvider", "cpu": cpu_description(), "threads": session_threads(),
                         "batches": list(LATENCY_BATCHES),
                         "method": "median ms over 3 interleaved rounds, default session options"}}
 
@@ -273,15 +278,16 @@ def _image_contents(run_dir: Path, folder: Path, spec: ExportSpec, device: str, 
                             device_side, PRECISION, problems=metadata_problems(model_path, {
                                 "labels": written["labels"], "preprocessing": written["preprocessing"]}))
 
-    def variant_inputs() -> VariantInputs:
+    def variant_inputs(precisions: list[str]) -> VariantInputs:
         device_prep = Preprocessing.from_dict(json.loads(json.dumps(fields))["preprocessing"])
         held, labels = heldout_images(run_dir)
-        calibration, _ = heldout_images(run_dir, calibration=True)
         x = normalize(held, device_prep)
+        name = spec.input_names[0]
+        calibration = heldout_images(run_dir, calibration=True)[0] if INT8 in precisions else held[:0]
         return VariantInputs(
-            HeldOut([{spec.input_names[0]: b} for b in batches_of(x, HELDOUT_BATCH)], labels),
-            {b: {spec.input_names[0]: np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))} for b in LATENCY_BATCHES},
-            [{spec.input_names[0]: b} for b in batches_of(normalize(calibration, device_prep), CALIBRATION_BATCH)
+            HeldOut([{name: b} for b in batches_of(x, HELDOUT_BATCH)], labels),
+            {b: {name: np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))} for b in LATENCY_BATCHES},
+            [{name: b} for b in batches_of(normalize(calibration, device_prep), CALIBRATION_BATCH)
              if len(b) == CALIBRATION_BATCH],  # the histogram calibrators need equal batches: a short tail is left
             len(calibration))
 

@@ -24,7 +24,8 @@ class LatencyResult:
         return self.eager_ms / self.ort_ms
 
 
-def _median_ms(fn: Callable[[], object], iters: int, warmup: int) -> float:
+def median_ms(fn: Callable[[], object], iters: int, warmup: int = 0) -> float:
+    """Median wall time of ``iters`` calls of ``fn`` in ms, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -57,6 +58,6 @@ def measure_latency(model: nn.Module, session: ort.InferenceSession, x: np.ndarr
     eager_ms, ort_ms = [], []
     rounds = 3
     for _ in range(rounds):
-        eager_ms.append(_median_ms(eager, max(iters // rounds, 1), warmup))
-        ort_ms.append(_median_ms(onnx, max(iters // rounds, 1), warmup))
+        eager_ms.append(median_ms(eager, max(iters // rounds, 1), warmup))
+        ort_ms.append(median_ms(onnx, max(iters // rounds, 1), warmup))
     return LatencyResult(len(tensors[0]), statistics.median(eager_ms), statistics.median(ort_ms))

@@ -31,6 +31,7 @@ class Tolerance:
 
 FP32, FP16, INT8 = "fp32", "fp16", "int8"
 PRECISIONS = (FP32, FP16, INT8)  # fp32 is always exported; the others are variants beside it
+THREADS_ENV = "EDGETUNE_EXPORT_THREADS"  # threads per export process (a batch sets its share of the cores)
 
 
 def parse_precisions(values) -> list[str]:

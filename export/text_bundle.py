@@ -133,7 +133,7 @@ def text_classifier_contents(run_dir: Path, folder: Path, spec: ExportSpec, devi
             ]
         return raise_unless_passed(report)
 
-    def variant_inputs() -> VariantInputs:
+    def variant_inputs(precisions: list[str]) -> VariantInputs:
         rows = heldout_texts(run_dir)
         index = {c: i for i, c in enumerate(run.classes)}
         texts = [r["text"] for r in rows]

@@ -10,7 +10,8 @@
   weights, activations quantized per batch at run time): no calibration.
 - FP16: ONNX Runtime's float16 converter with fp32 inputs and outputs, and the overflow-prone ops
   (normalizations, softmax, reductions, exp/pow/log) kept in fp32.
-- The gate (``specs.VARIANT_GATES``): no NaN or Inf on any held-out sample, accuracy and macro-F1
+- The gate (``specs.VARIANT_GATES``), on the run's held-out set (its validation set up to 2,000
+  samples / 128 MB): no NaN or Inf on any held-out sample, accuracy and macro-F1
   within the allowed drop of the fp32 model's, and for INT8 top-1 agreement with fp32.
 - Ladders, tried in order, each logged: INT8 static (U8S8): per-channel MinMax, percentile
   calibration, the first and last layers (stem, classifier head) in fp32, then also the sensitive
@@ -34,7 +35,6 @@ import platform
 import shutil
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +46,9 @@ from edgetune.errors import FailedPrecondition, InvalidArgument
 from edgetune.progress import LogLine, ProgressSink, silent
 from edgetune.trainers.metrics import confusion_matrix, summarize
 
+from .latency import median_ms
 from .parity import Feed
-from .specs import FP16, FP32, INT8, VARIANT_GATES, VariantGate
+from .specs import FP16, FP32, INT8, THREADS_ENV, VARIANT_GATES, VariantGate
 
 MIN_CALIBRATION = 100  # fewer calibration images than this: INT8 is refused, not guessed
 CALIBRATION_BATCH = 20  # equal batches (histogram calibrators need them): 300 = 15 x 20
@@ -139,9 +140,15 @@ def ladder(precision: str, static: bool) -> tuple[Step, ...]:
 
 # ---- the gate ---------------------------------------------------------------------------------
 
+def session_threads() -> int:
+    """Intra-op threads of the export's sessions: its share of the cores in a batch, else all of them."""
+    return max(1, int(os.environ.get(THREADS_ENV) or 0) or (os.cpu_count() or 1))
+
+
 def cpu_session(model: str | Path | bytes) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = session_threads()
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                 providers=["CPUExecutionProvider"])
 
@@ -311,9 +318,13 @@ def _quiet():
 
 
 def end_nodes(model: Path, op_types: set[str] | None) -> list[str]:
-    """The first and the last node of ``op_types`` (every node when None) in graph order."""
-    nodes = [n.name for n in onnx.load(str(model), load_external_data=False).graph.node
-             if n.name and (op_types is None or n.op_type in op_types)]
+    """The first and the last node of ``op_types`` (every node when None), in graph order, that
+    read a float weight (a matrix or a kernel): the stem and the head, not a shape Gather."""
+    graph = onnx.load(str(model), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer if len(t.dims) >= 2 and
+               t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+    nodes = [n.name for n in graph.node if n.name and (op_types is None or n.op_type in op_types)
+             and any(i in weights for i in n.input)]
     return list(dict.fromkeys(nodes[:1] + nodes[-1:]))
 
 
@@ -327,18 +338,24 @@ def sensitive_nodes(reference: Path, candidate: Path, feeds: list[Feed], op_type
     tensors = [o for n in ref_model.graph.node for o in n.output if o and o in cand_names]
     if not tensors:
         return []
-    ref_out, cand_out = _intermediates(reference, tensors, feeds), _intermediates(candidate, tensors, feeds)
-    error = {}
-    for name in tensors:
-        num = den = 0.0
-        for r, c in zip(ref_out.get(name, []), cand_out.get(name, [])):
-            if r.dtype.kind != "f" or r.shape != c.shape:
-                break
-            num += float(np.square(c.astype(np.float64) - r).sum())
-            den += float(np.square(r.astype(np.float64)).sum())
-        else:
-            if name in ref_out:
-                error[name] = math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else float("inf"))
+    ref_session, cand_session = _with_outputs(reference, tensors), _with_outputs(candidate, tensors)
+    sums: dict[str, list[float]] = {}  # tensor -> [squared error, squared reference], batch by batch
+    skip: set[str] = set()
+    for feed in feeds:  # one batch at a time: intermediates of a big model at once would not fit
+        ref = dict(zip([o.name for o in ref_session.get_outputs()], ref_session.run(None, feed)))
+        cand = dict(zip([o.name for o in cand_session.get_outputs()], cand_session.run(None, feed)))
+        for name in tensors:
+            r, c = ref.get(name), cand.get(name)
+            if not isinstance(r, np.ndarray) or not isinstance(c, np.ndarray) or r.dtype.kind != "f" or \
+                    r.shape != c.shape:
+                skip.add(name)
+                continue
+            acc = sums.setdefault(name, [0.0, 0.0])
+            acc[0] += float(np.square(c.astype(np.float64) - r).sum())
+            acc[1] += float(np.square(r.astype(np.float64)).sum())
+        del ref, cand
+    error = {name: math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else float("inf"))
+             for name, (num, den) in sums.items() if name not in skip}
     nodes = [n for n in ref_model.graph.node if n.name and (op_types is None or n.op_type in op_types)]
     consumers: dict[str, list] = {}
     for n in ref_model.graph.node:
@@ -368,20 +385,14 @@ def sensitive_nodes(reference: Path, candidate: Path, feeds: list[Feed], op_type
     return [name for added, name in scored[:k] if added > 0]
 
 
-def _intermediates(path: Path, tensors: list[str], feeds: list[Feed]) -> dict[str, list[np.ndarray]]:
+def _with_outputs(path: Path, tensors: list[str]) -> ort.InferenceSession:
+    """A session on ``path`` that also outputs ``tensors``."""
     model = onnx.load(str(path))
     outputs = {o.name for o in model.graph.output}
     for name in tensors:
         if name not in outputs:
             model.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = cpu_session(model.SerializeToString())
-    names = [o.name for o in session.get_outputs()]
-    got: dict[str, list[np.ndarray]] = {}
-    for feed in feeds:
-        for name, value in zip(names, session.run(None, feed)):
-            if isinstance(value, np.ndarray):
-                got.setdefault(name, []).append(value)
-    return got
+    return cpu_session(model.SerializeToString())
 
 
 # ---- the whole pass ---------------------------------------------------------------------------
@@ -409,7 +420,7 @@ def check_inputs(precisions: list[str], inputs: VariantInputs | None, task: str)
 def build_variants(fp32: Path, folder: Path, precisions: list[str], inputs: VariantInputs,
                    progress: ProgressSink = silent) -> list[VariantResult]:
     """Build, gate and (when they pass) write each non-fp32 precision into ``folder``."""
-    work = folder.parent / f".{folder.name}.variants"
+    work = folder / ".variants"  # inside the export's temp folder: a killed export leaves it there only
     work.mkdir(exist_ok=True)
     try:
         reference = cpu_session(fp32)
@@ -502,15 +513,6 @@ def cpu_description() -> dict:
     return {"name": name, "isa": isa, "cores": os.cpu_count()}
 
 
-def _median_ms(fn: Callable[[], object], iters: int) -> float:
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
-
-
 def measure_latency(files: dict[str, Path], timing: dict[int, Feed], rounds: int = 3,
                     budget_s: float = 2.0) -> dict[str, dict[str, float]]:
     """Median ms per precision and batch size on the CPU provider, the variants interleaved round
@@ -521,11 +523,11 @@ def measure_latency(files: dict[str, Path], timing: dict[int, Feed], rounds: int
         first = {}
         for p, s in sessions.items():  # warm up, and size the iterations
             s.run(None, feed)
-            first[p] = _median_ms(lambda: s.run(None, feed), 2)
+            first[p] = median_ms(lambda: s.run(None, feed), 2)
         iters = max(2, min(50, int(budget_s * 1000 / max(sum(first.values()), 1e-3) / rounds)))
         for _ in range(rounds):
             for p, s in sessions.items():
-                out[p].setdefault(str(batch), []).append(_median_ms(lambda: s.run(None, feed), iters))
+                out[p].setdefault(str(batch), []).append(median_ms(lambda: s.run(None, feed), iters))
     return {p: {b: round(statistics.median(v), 4) for b, v in per.items()} for p, per in out.items()}
 
 

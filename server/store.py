@@ -103,6 +103,8 @@ class Store:
         for name, decl in EXPORT_COLUMNS.items():
             if name not in columns:
                 self._db.execute(f"ALTER TABLE exports ADD COLUMN {name} {decl}")
+                if name == "state":  # an old export either passed its gate or failed it
+                    self._db.execute("UPDATE exports SET state = ? WHERE valid = 0", (FAILED,))
         self._db.execute("CREATE INDEX IF NOT EXISTS exports_state ON exports(state, create_time)")
         self._db.execute("CREATE INDEX IF NOT EXISTS exports_key ON exports(job_id, options_key)")
 
@@ -297,12 +299,16 @@ class Store:
             _insert_event(db, export_id, "state", {"state": state, "error": error})
             return True
 
-    def requeue_export(self, export_id: str, reason: str, count_attempt: bool = True) -> None:
+    def requeue_export(self, export_id: str, reason: str, count_attempt: bool = True) -> bool:
+        """Back to QUEUED, only from RUNNING (an export whose worker recorded its outcome stays done)."""
         with self.transaction() as db:
-            db.execute("UPDATE exports SET state = ?, attempts = attempts + ? WHERE id = ?",
-                       (QUEUED, int(count_attempt), export_id))
+            cur = db.execute("UPDATE exports SET state = ?, attempts = attempts + ? WHERE id = ? AND state = ?",
+                             (QUEUED, int(count_attempt), export_id, RUNNING))
+            if not cur.rowcount:
+                return False
             _insert_event(db, export_id, "log", {"message": reason})
             _insert_event(db, export_id, "state", {"state": QUEUED})
+            return True
 
     def exports_in(self, state: str) -> list[dict]:
         return [_export(r) for r in self._query("SELECT * FROM exports WHERE state = ? ORDER BY create_time",

@@ -225,7 +225,7 @@ def heldout_texts(run_dir: str | Path) -> list[dict]:
     """A text classification run's held-out validation rows for the variants' accuracy gates."""
     path = RunFiles(Path(run_dir)).heldout_texts
     if not path.is_file():
-        raise FailedPrecondition("precision", f"run {Path(run_dir).name} kept no held-out rows for the accuracy "
+        raise FailedPrecondition("precision", "the run kept no held-out rows for the accuracy "
                                               "gates of FP16 / INT8 variants (trained before edgetune kept them): "
                                               "retrain it, or export fp32 only")
     return json.loads(path.read_text())
@@ -238,7 +238,7 @@ def kept_samples(run_dir: str | Path) -> dict[str, int]:
     if files.heldout_texts.is_file():
         return {"heldout": len(json.loads(files.heldout_texts.read_text())), "calibration": 0}
     if not files.heldout.is_file():
-        raise FailedPrecondition("precision", f"run {Path(run_dir).name} kept no held-out data for the accuracy "
+        raise FailedPrecondition("precision", "the run kept no held-out data for the accuracy "
                                               "gates of FP16 / INT8 variants (trained before edgetune kept it): "
                                               "retrain it, or export fp32 only")
     from safetensors import safe_open
@@ -259,7 +259,7 @@ def heldout_images(run_dir: str | Path, calibration: bool = False) -> tuple[np.n
     files = RunFiles(Path(run_dir))
     path = files.calibration if calibration else files.heldout
     if not path.is_file():
-        raise FailedPrecondition("precision", f"run {Path(run_dir).name} kept no {path.stem} images for FP16 / INT8 "
+        raise FailedPrecondition("precision", f"the run kept no {path.stem} images for FP16 / INT8 "
                                               "variants (trained before edgetune kept them): retrain it, or export "
                                               "fp32 only")
     from safetensors.numpy import load_file as load_numpy

@@ -59,6 +59,7 @@ export function softmax(row) {
 /** PNG bytes -> { width, height, rgb: Uint8Array HWC }: 8-bit, grey replicated, palette looked up, alpha dropped. */
 export function decodePng(buffer) {
   const png = PNG.sync.read(buffer);  // RGBA, 8 bits per channel, whatever the colour type
+  if (png.depth > 8) throw new Error('16-bit PNG: the bundle format specifies 8-bit images; convert it first');
   const rgb = new Uint8Array(png.width * png.height * 3);
   for (let p = 0; p < png.width * png.height; p++) {
     rgb[p * 3] = png.data[p * 4];
@@ -141,6 +142,7 @@ export function imageTensor(pngs, prep) {
 /** Token ids of each text: prefix + ids(text)[:max_length - specials] + suffix. */
 export function tokenIds(bundle, texts) {
   const { max_length: maxLength, template } = bundle.manifest.tokenization;
+  if (!template) throw new Error('the manifest has no tokenization template (a bundle from before it): re-export it');
   const room = maxLength - template.prefix_ids.length - template.suffix_ids.length;
   return texts.map((t) => [
     ...template.prefix_ids,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from edgetune.export.specs import parse_precisions
 from edgetune.server.export_worker import ARTIFACT, write_artifact
 from edgetune.server.runner import JobRunner
 from edgetune.server.service.config import next_token, page_bounds
-from edgetune.server.service.jobs import Jobs
+from edgetune.server.service.jobs import Jobs, follow_events
 from edgetune.server.store import FAILED, SUCCEEDED, TERMINAL, EventRow, Store, new_id
 
 ARTIFACT_CHUNK = 1 << 20
@@ -93,16 +92,8 @@ class Exports:
               poll_s: float = 0.25) -> Iterator[EventRow]:
         """Events after ``after_event_id``, then live ones until the export is finished."""
         self.get(export_id)
-        last = after_event_id
-        while is_active():
-            events = self.store.events_after(export_id, last)
-            for e in events:
-                last = e.id
-                yield e
-            if not events:
-                if self.get(export_id)["state"] in TERMINAL and not self.store.events_after(export_id, last, 1):
-                    return
-                time.sleep(poll_s)
+        return follow_events(self.store, export_id, lambda: self.get(export_id)["state"] in TERMINAL,
+                             after_event_id, is_active, poll_s)
 
     def artifact_chunks(self, export_id: str) -> Iterator[tuple[bytes, int, str]]:
         """(data, offset, sha256-on-last) pieces of the bundle's deterministic tar, read from disk."""

@@ -73,13 +73,21 @@ class Jobs:
                   poll_s: float = 0.25) -> Iterator[EventRow]:
         """Events after ``after_event_id``, then live ones until the job is finished."""
         self.get(job_id)
-        last = after_event_id
-        while is_active():
-            events = self.store.events_after(job_id, last)
-            for e in events:
-                last = e.id
-                yield e
-            if not events:
-                if self.get(job_id).state in TERMINAL and not self.store.events_after(job_id, last, 1):
-                    return
-                time.sleep(poll_s)
+        return follow_events(self.store, job_id, lambda: self.get(job_id).state in TERMINAL, after_event_id,
+                             is_active, poll_s)
+
+
+def follow_events(store: Store, subject_id: str, finished, after_event_id: int, is_active, poll_s: float
+                  ) -> Iterator[EventRow]:
+    """The events of a job or an export after ``after_event_id``, then live ones until ``finished()``
+    and nothing is left to send."""
+    last = after_event_id
+    while is_active():
+        events = store.events_after(subject_id, last)
+        for e in events:
+            last = e.id
+            yield e
+        if not events:
+            if finished() and not store.events_after(subject_id, last, 1):
+                return
+            time.sleep(poll_s)

@@ -116,10 +116,14 @@ class EdgetuneClient:
                             after_event_id, reconnect_s, max_reconnect_s)
 
     def watch_export(self, export_id: str, after_event_id: int = 0, reconnect_s: float = 1.0,
-                     max_reconnect_s: float = 120.0) -> Iterator[jobs_pb2.JobEvent]:
-        """An export's events until it finishes, reconnecting like ``watch``."""
-        return self._follow(lambda last: self.exports.WatchExport(exports_pb2.WatchExportRequest(
-            export_id=export_id, after_event_id=last)), after_event_id, reconnect_s, max_reconnect_s)
+                     max_reconnect_s: float = 120.0, timeout: float | None = None) -> Iterator[jobs_pb2.JobEvent]:
+        """An export's events until it finishes, reconnecting like ``watch``; the stream's deadline is
+        ``timeout`` seconds from now (DEADLINE_EXCEEDED once it passes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._follow(lambda last: self.exports.WatchExport(
+            exports_pb2.WatchExportRequest(export_id=export_id, after_event_id=last),
+            timeout=None if deadline is None else max(0.1, deadline - time.monotonic())),
+            after_event_id, reconnect_s, max_reconnect_s)
 
     @staticmethod
     def _follow(open_stream, after_event_id: int, reconnect_s: float, max_reconnect_s: float
@@ -151,12 +155,15 @@ class EdgetuneClient:
         return self.wait_export(exp.id, timeout, on_event) if wait else exp
 
     def wait_export(self, export_id: str, timeout: float = 600, on_event=None) -> exports_pb2.Export:
-        deadline = time.monotonic() + timeout
-        for event in self.watch_export(export_id):
-            if on_event:
-                on_event(event)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"export {export_id} still running after {timeout:.0f}s")
+        """Follow an export until it finishes (TimeoutError after ``timeout`` seconds, queued or not)."""
+        try:
+            for event in self.watch_export(export_id, timeout=timeout):
+                if on_event:
+                    on_event(event)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            raise TimeoutError(f"export {export_id} not finished after {timeout:.0f}s") from None
         return self.exports.GetExport(exports_pb2.GetExportRequest(export_id=export_id), timeout=5)
 
     def export_many(self, requests: list[dict], timeout: float = 30) -> exports_pb2.BatchExportModelsResponse:

@@ -9,10 +9,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from edgetune.errors import FailedPrecondition, InvalidArgument
-from edgetune.export.bundle import export_bundle
-from edgetune.export.specs import VARIANT_GATES
-from edgetune.export.specs import parse_precisions
-from edgetune.export.variants import STATIC_INT8, gate_report
+from edgetune.export.bundle import BUILDERS, export_bundle
+from edgetune.export.specs import EXPORT_SPECS, VARIANT_GATES, parse_precisions
+from edgetune.export.variants import STATIC_INT8, build_variants, gate_report
 from edgetune.runtime import load_predictor, verify_bundle
 from edgetune.runtime.imaging import normalize
 from edgetune.trainers.run import CALIBRATION_SAMPLES, RunFiles
@@ -80,20 +79,38 @@ def test_int8_and_fp16_pass_their_gates_on_a_trained_digits_model(digits_run, tm
 
 
 @pytest.mark.slow
-def test_a_broken_calibration_fails_every_step_and_int8_is_dropped(digits_run, tmp_path):
-    """Calibrating on blank images: the activation ranges miss every real digit."""
+def test_a_broken_calibration_fails_every_step_of_the_ladder(digits_run, tmp_path):
+    """Calibration inputs 1000x too small: every activation range collapses, and no step (not even
+    the stem, head and sensitive nodes in fp32) brings the held-out accuracy back."""
+    spec = EXPORT_SPECS["image_classification"]
+    _, _, variant_inputs = BUILDERS[spec.task](digits_run, tmp_path, spec, "cpu", "run")
+    inputs = variant_inputs(["fp32", "int8"])
+    inputs.calibration = [{k: v * 1e-3 for k, v in feed.items()} for feed in inputs.calibration]
+    [result] = build_variants(tmp_path / "model.onnx", tmp_path, ["fp32", "int8"], inputs)
+    assert not result.kept and "every step of the ladder" in result.entry["reason"]
+    attempts = result.entry["attempts"]
+    assert [a["step"] for a in attempts] == [s.name for s in STATIC_INT8] and not any(a["passed"] for a in attempts)
+    assert all(a["top1_agreement"] < 0.5 for a in attempts)  # broken, not borderline
+    ends, sensitive = (set(a["excluded_nodes"]) for a in attempts[2:4])
+    assert len(ends) == 2 and ends < sensitive  # the stem and head, then the sensitive nodes found besides
+    assert not (tmp_path / "model.int8.onnx").exists()
+
+
+@pytest.mark.slow
+def test_a_variant_that_fails_is_dropped_from_the_bundle_with_the_reason(digits_run, tmp_path):
+    """Calibration images of the wrong size: ONNX Runtime refuses them at every step."""
     run = _copy_run(digits_run, tmp_path)
     calibration = load_file(str(RunFiles(run).calibration))
-    save_file({"pixels": np.zeros_like(calibration["pixels"]), "labels": calibration["labels"]},
+    save_file({"pixels": np.ascontiguousarray(calibration["pixels"][:, :16, :16]), "labels": calibration["labels"]},
               str(RunFiles(run).calibration))
     result = export_bundle(run, tmp_path / "bundle", device="cpu", precisions=["int8"])
     manifest = verify_bundle(result.dir)
     assert manifest["valid"] and set(manifest["variants"]) == {"fp32"} and manifest["default_variant"] == "fp32"
     dropped = manifest["dropped_variants"]["int8"]
-    assert [a["step"] for a in dropped["attempts"]] == [s.name for s in STATIC_INT8]
-    assert not any(a["passed"] for a in dropped["attempts"]) and "every step of the ladder" in dropped["reason"]
-    assert any(a["excluded_nodes"] for a in dropped["attempts"])  # the sensitivity step found nodes
+    assert len(dropped["attempts"]) == len(STATIC_INT8) and "every step of the ladder" in dropped["reason"]
+    assert "invalid dimensions" in dropped["reason"].lower() or "dimension" in dropped["reason"].lower()
     assert not (result.dir / "model.int8.onnx").exists()
+    assert_valid_manifest(manifest)
     with pytest.raises(InvalidArgument, match="dropped at export"):
         load_predictor(result.dir, device="cpu", variant="int8")
 

@@ -24,3 +24,31 @@ def test_an_older_store_is_migrated_and_keeps_its_jobs(tmp_path):
     store.set_warnings("job-old", ["degenerate model: something"])
     store.close()
     assert Store(path).get_job("job-old").warnings == ["degenerate model: something"]  # opening again is a no-op
+
+
+def test_exports_from_before_export_jobs_keep_their_verdict(tmp_path):
+    """Old rows were finished exports: a valid one reads SUCCEEDED, a failed gate FAILED; new exports
+    are idempotent per job and options until one fails."""
+    path = tmp_path / "edgetune.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE exports (id TEXT PRIMARY KEY, job_id TEXT NOT NULL, create_time REAL NOT NULL,
+            valid INTEGER NOT NULL, manifest TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', path TEXT NOT NULL);
+        INSERT INTO exports VALUES ('exp-good', 'job-1', 1.0, 1, '{}', '', '/b');
+        INSERT INTO exports VALUES ('exp-bad', 'job-1', 2.0, 0, '{}', 'parity FAILED', '/b.invalid');
+    """)
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.get_export("exp-good")["state"] == "SUCCEEDED" and store.get_export("exp-bad")["state"] == "FAILED"
+    assert store.get_export("exp-good")["options"] == {}
+
+    first, created = store.add_export("exp-new", "job-1", {"precisions": ["fp32"]}, "k1", "/x", 10)
+    assert created and first["state"] == "QUEUED"
+    assert store.add_export("exp-other", "job-1", {"precisions": ["fp32"]}, "k1", "/y", 10) == (first, False)
+    assert store.set_export_state("exp-new", "RUNNING") and store.set_export_state("exp-new", "FAILED", "boom")
+    assert not store.requeue_export("exp-new", "restart")  # only a RUNNING export goes back to the queue
+    retry, created = store.add_export("exp-retry", "job-1", {"precisions": ["fp32"]}, "k1", "/z", 10)
+    assert created and retry["id"] == "exp-retry"  # a failed export is retried by asking again
+    store.close()
+    assert Store(path).get_export("exp-bad")["state"] == "FAILED"  # opening again is a no-op

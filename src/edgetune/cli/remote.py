@@ -224,7 +224,7 @@ def _export(client, args) -> int:
         if args.no_wait:
             print(f"{exp.id} {jobs_pb2.JobState.Name(exp.state).removeprefix('JOB_STATE_')} (job {job_id})")
             continue
-        done = client.wait_export(exp.id, on_event=lambda e: e.WhichOneof("kind") == "log" and
+        done = client.wait_export(exp.id, timeout=24 * 3600, on_event=lambda e: e.WhichOneof("kind") == "log" and
                                   print(f"  {exp.id}: {e.log}", flush=True))
         failed += _print_export(done)
     return 3 if failed else 0

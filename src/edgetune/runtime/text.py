@@ -73,7 +73,9 @@ def classifier_tokenization(tokenizer, max_length: int) -> dict:
     prefix, suffix = full[:starts[0]], full[starts[0] + len(bare):]
     if max_length <= len(prefix) + len(suffix):
         raise ValueError(f"max_length {max_length} leaves no room between {len(prefix) + len(suffix)} special tokens")
-    return {**tokenization_of(tokenizer, max_length), "max_length_counts_special_tokens": True,
+    return {**tokenization_of(tokenizer, max_length), "add_special_tokens": False,
+            "truncation": "right, of the text's own ids, before the template",
+            "max_length_counts_special_tokens": True,
             "template": {"prefix_ids": prefix, "suffix_ids": suffix,
                          "rule": "prefix_ids + ids(text, no special tokens)[:max_length - len(prefix_ids) - "
                                  "len(suffix_ids)] + suffix_ids"},

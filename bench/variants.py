@@ -9,7 +9,11 @@ measured (median, variants interleaved, batch 1 and 32, CPU provider) beside PyT
 on the same inputs in the same process. A dropped variant is listed with the reason.
 
     .venv/bin/python bench/variants.py [--archs resnet18,efficientnet_lite0,...] [--size 64]
-                                       [--epochs 2] [--sms-rows 2000] [--json OUT]
+                                       [--epochs 2] [--sms-rows 2000] [--speed-size 224] [--speed-only]
+                                       [--json OUT]
+
+A second table times each architecture at ``--speed-size`` (224: where devices run them) with
+INT8 calibrated on random inputs: speed only, no accuracy claimed.
 """
 
 from __future__ import annotations
@@ -44,13 +48,14 @@ def _eager_ms(model, feed: dict, names: list[str], iters: int = 10) -> float:
 
 def _rows(name: str, bundle_dir: Path, model, timing: dict, input_names: list[str], seconds: float) -> list[dict]:
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    fp32_accuracy = next((v["gate"]["fp32"]["accuracy"] for v in manifest["variants"].values() if "fp32" in v["gate"]),
+                         None)  # the fp32 model's held-out accuracy, as each variant's gate measured it
     rows = [{"model": name, "variant": "pytorch eager", "mb": None, "accuracy": None, "agreement": None,
              **{f"ms_b{b}": round(_eager_ms(model, feed, input_names), 3) for b, feed in timing.items()}}]
     for p, v in manifest["variants"].items():
         gate = v["gate"]
         rows.append({"model": name, "variant": f"ort {p}", "mb": round(v["bytes"] / 1e6, 2),
-                     "accuracy": gate.get("variant", {}).get("accuracy") if p != "fp32" else None,
-                     "fp32_accuracy": gate.get("fp32", {}).get("accuracy"),
+                     "accuracy": gate.get("variant", {}).get("accuracy") if p != "fp32" else fp32_accuracy,
                      "agreement": gate.get("top1_agreement"), "method": v.get("method", ""),
                      "flags": v.get("flags", []), "default": p == manifest["default_variant"],
                      **{f"ms_b{b}": v["latency_ms"][b] for b in v["latency_ms"]},
@@ -63,6 +68,7 @@ def _rows(name: str, bundle_dir: Path, model, timing: dict, input_names: list[st
 
 
 def bench_image(arch: str, weights: str, size: int, epochs: int, tmp: Path, digits: Path) -> list[dict]:
+    from edgetune.errors import EdgetuneError
     from edgetune.export.bundle import BUILDERS, export_bundle
     from edgetune.export.specs import EXPORT_SPECS
     from edgetune.trainers.config import load_config
@@ -73,12 +79,15 @@ def bench_image(arch: str, weights: str, size: int, epochs: int, tmp: Path, digi
                                  "model.weights": weights, "optim.epochs": epochs, "device": "cpu"})
     run = train_image(cfg, tmp / arch).run_dir
     t0 = time.monotonic()
-    bundle = export_bundle(run, tmp / f"{arch}.bundle", device="cpu", precisions="fp32,fp16,int8").dir
+    try:
+        bundle = export_bundle(run, tmp / f"{arch}.bundle", device="cpu", precisions="fp32,fp16,int8").dir
+    except EdgetuneError as e:  # the fp32 parity gate (or another refusal) stops this export, not the bench
+        return [{"model": arch, "variant": "export FAILED", "reason": f"{e.subject}: {e.message[:300]}"}]
     seconds = time.monotonic() - t0
     spec = EXPORT_SPECS["image_classification"]
     (tmp / f"{arch}.probe").mkdir()
     _, _, inputs = BUILDERS[spec.task](run, tmp / f"{arch}.probe", spec, "cpu", arch)
-    return _rows(arch, bundle, load_run(run).model, inputs().timing, spec.input_names, seconds)
+    return _rows(arch, bundle, load_run(run).model, inputs(["fp32", "fp16"]).timing, spec.input_names, seconds)
 
 
 def bench_minilm(rows: int, tmp: Path) -> list[dict]:
@@ -102,37 +111,53 @@ def bench_minilm(rows: int, tmp: Path) -> list[dict]:
     spec = EXPORT_SPECS["text_classification"]
     (tmp / "minilm.probe").mkdir()
     _, _, inputs = BUILDERS[spec.task](run, tmp / "minilm.probe", spec, "cpu", "minilm")
-    return _rows("all-MiniLM-L6-v2 (SMS)", bundle, load_run(run).model, inputs().timing, spec.input_names, seconds)
+    return _rows("all-MiniLM-L6-v2 (SMS)", bundle, load_run(run).model, inputs(["fp32", "fp16"]).timing, spec.input_names, seconds)
+
+
+def speed_at(arch: str, size: int, tmp: Path) -> list[dict]:
+    """Speed only, at a deployment size: the architecture (local ImageNet weights where the catalog
+    has them, else random: latency does not depend on the values) exported at ``size``, its INT8
+    calibrated on random inputs and FP16 converted with the same tools and first ladder step as an
+    export; no gate (there is no held-out data at this size), so no accuracy is claimed."""
+    import numpy as np
+    import torch
+
+    from edgetune.export.onnx_export import export_onnx
+    from edgetune.export.specs import EXPORT_SPECS
+    from edgetune.export.variants import (FP16_STEPS, STATIC_INT8, build_fp16, build_int8, measure_latency,
+                                          preprocess_for_quantization)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from latency import build
+
+    folder = tmp / f"{arch}.{size}"
+    folder.mkdir()
+    spec = EXPORT_SPECS["image_classification"]
+    model = build(arch, size)
+    x = np.random.default_rng(0).standard_normal((32, 3, size, size)).astype(np.float32)
+    fp32 = export_onnx(model, (torch.from_numpy(x[:2]),), spec, folder / "model.onnx")
+    calibration = [{"pixel_values": np.random.default_rng(i).standard_normal((8, 3, size, size)).astype(np.float32)}
+                   for i in range(4)]
+    int8 = build_int8(preprocess_for_quantization(fp32, folder), folder / "model.int8.onnx", STATIC_INT8[0],
+                      calibration, [])
+    fp16 = build_fp16(fp32, folder / "model.fp16.onnx", FP16_STEPS[0], [])
+    timing = {1: {"pixel_values": x[:1]}, 32: {"pixel_values": x}}
+    latency = measure_latency({"fp32": fp32, "fp16": fp16, "int8": int8}, timing)
+    rows = [{"model": f"{arch} @{size}", "variant": "pytorch eager", "mb": None, "accuracy": None, "agreement": None,
+             **{f"ms_b{b}": round(_eager_ms(model, feed, ["pixel_values"]), 3) for b, feed in timing.items()}}]
+    for p, path in (("fp32", fp32), ("fp16", fp16), ("int8", int8)):
+        rows.append({"model": f"{arch} @{size}", "variant": f"ort {p}", "mb": round(path.stat().st_size / 1e6, 2),
+                     "accuracy": None, "agreement": None, **{f"ms_b{b}": t for b, t in latency[p].items()},
+                     **{f"x_b{b}": round(latency["fp32"][b] / t, 3) for b, t in latency[p].items()}})
+    return rows
 
 
 def _fmt(v, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--archs", default=",".join(ARCHS))
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--sms-rows", type=int, default=2000, help="0 skips MiniLM")
-    p.add_argument("--json")
-    args = p.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from edgetune.quiet import quiet_libraries
-    from edgetune.trainers.data.digits import write_digits_imagefolder
-
-    quiet_libraries()
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        digits = write_digits_imagefolder(tmp / "digits")
-        for arch in [a for a in args.archs.split(",") if a]:
-            rows += bench_image(arch, ARCHS.get(arch, "random"), args.size, args.epochs, tmp, digits)
-        if args.sms_rows and SMS.is_file():
-            rows += bench_minilm(args.sms_rows, tmp)
-    cpu = next(r["cpu"] for r in rows if "cpu" in r)
-    print(f"CPU: {cpu['name']} ({', '.join(cpu['isa'])}), {cpu['cores']} cores; images {args.size}px, "
-          f"digits held-out; MiniLM on {args.sms_rows} SMS rows")
+def print_table(rows: list[dict], what: str) -> None:
+    cpu = next((r["cpu"] for r in rows if "cpu" in r), {"name": "?", "isa": [], "cores": None})
+    print(f"CPU: {cpu['name']} ({', '.join(cpu['isa'])}), {cpu['cores']} cores; {what}")
     print(f"{'model':26} {'variant':18} {'MB':>6} {'acc':>7} {'agree':>7} {'b1 ms':>8} {'b32 ms':>8} "
           f"{'x b1':>5} {'x b32':>5}  notes")
     for r in rows:
@@ -144,6 +169,44 @@ def main() -> int:
         print(f"{r['model']:26} {r['variant']:18} {_fmt(r.get('mb'), '.1f'):>6} {_fmt(acc, '.2%'):>7} "
               f"{_fmt(r.get('agreement'), '.1%'):>7} {_fmt(r.get('ms_b1')):>8} {_fmt(r.get('ms_b32')):>8} "
               f"{_fmt(r.get('x_b1')):>5} {_fmt(r.get('x_b32')):>5}  {notes}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--archs", default=",".join(ARCHS))
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--sms-rows", type=int, default=2000, help="0 skips MiniLM")
+    p.add_argument("--speed-size", type=int, default=224, help="also time each architecture at this size (0: no)")
+    p.add_argument("--speed-only", action="store_true", help="only the speed table")
+    p.add_argument("--json")
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from edgetune.export.variants import cpu_description
+    from edgetune.quiet import quiet_libraries
+    from edgetune.trainers.data.digits import write_digits_imagefolder
+
+    quiet_libraries()
+    rows: list[dict] = []
+    speed: list[dict] = []
+    archs = [a for a in args.archs.split(",") if a]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if not args.speed_only:
+            digits = write_digits_imagefolder(tmp / "digits")
+            for arch in archs:
+                rows += bench_image(arch, ARCHS.get(arch, "random"), args.size, args.epochs, tmp, digits)
+            if args.sms_rows and SMS.is_file():
+                rows += bench_minilm(args.sms_rows, tmp)
+        for arch in archs if args.speed_size else []:
+            speed += speed_at(arch, args.speed_size, tmp)
+    if rows:
+        print_table(rows, f"images {args.size}px, digits held-out; MiniLM on {args.sms_rows} SMS rows")
+    if speed:
+        print()
+        print_table([{**speed[0], "cpu": cpu_description()}, *speed[1:]],
+                    f"speed only at {args.speed_size}px (no gate: random calibration)")
+    rows += speed
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

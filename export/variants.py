@@ -102,8 +102,9 @@ class Step:
 
 # U8S8 first: ONNX Runtime's x86 kernels are fastest with uint8 activations and int8 weights
 # (ResNet-18 at 32 px, batch 1: S8S8 4.3x slower than fp32 here, U8S8 faster than it). Without
-# VNNI, U8S8 can saturate: reduce_range (7-bit weights) is the ladder's answer, then U8U8. ImageNet EfficientNet-Lite0
-# tuned on digits needed the third step (1.9 pt lost with everything quantized).
+# VNNI, U8S8 can saturate: reduce_range (7-bit weights) is the ladder's answer, then U8U8.
+# ImageNet EfficientNet-Lite0 tuned on digits needed the third step (1.9 pt lost with everything
+# quantized).
 _U8S8 = {"per_channel": True, "activation_type": "QUInt8", "weight_type": "QInt8"}
 STATIC_INT8 = (
     Step("static QDQ U8S8, per-channel weights, MinMax calibration", {**_U8S8, "calibrate_method": "MinMax"}),

@@ -30,6 +30,7 @@ from edgetune.tasks import IMAGE_CLASSIFICATION
 from edgetune.trainers.config import CACHE_MODES
 from edgetune.trainers.data.archives import extract_archive, is_archive
 from edgetune.trainers.data.cache import cache_dir, extracted_archive, file_sha256, fingerprint, free_bytes
+from edgetune.trainers.data.limits import MAX_CLASSES, MAX_LABEL_CHARS, check_class_count, check_label
 from edgetune.trainers.data.report import DataReport, Item, content_checks, label_set
 from edgetune.trainers.data.split import stratified_split
 
@@ -41,7 +42,8 @@ class Sample:
 
 
 def dataset_root(path: str, cache_root: Path | None = None) -> Path:
-    """A local folder (or CSV) for ``path``: an archive is extracted safely, once, into the cache."""
+    """A local folder (or CSV) for ``path``: an archive file is extracted safely, once, into the
+    cache; a folder is used as it is, even one named like an archive (``d.zip/<class>/...``)."""
     p = Path(path)
     if not p.exists():
         raise DataError(path, "dataset not found")
@@ -55,16 +57,21 @@ def dataset_root(path: str, cache_root: Path | None = None) -> Path:
     return root
 
 
-def scan(root: Path) -> tuple[list[Sample], int]:
-    """List (path, label) samples of an ImageFolder directory or CSV manifest, and ignored files."""
+def scan(root: Path, *, max_classes: int = MAX_CLASSES, max_label_chars: int = MAX_LABEL_CHARS
+         ) -> tuple[list[Sample], int]:
+    """List (path, label) samples of an ImageFolder directory or CSV manifest, and ignored files.
+    Labels are bounded in number and length (``trainers/data/limits.py``) before any folder is read."""
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(str(root), "expected a directory, a .zip/.tar.gz archive or a .csv manifest")
-        return _scan_csv(root), 0
+        return _scan_csv(root, max_classes, max_label_chars), 0
     class_dirs = sorted(d for d in root.iterdir()
                         if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX")
     if not class_dirs:
         raise DataError(str(root), "no class folders found (expected ROOT/<class>/<image>)")
+    check_class_count(class_dirs, "class folders", max_classes)
+    for d in class_dirs:
+        check_label(d.name, "class folder", max_label_chars)
     samples, ignored = [], 0
     for d in class_dirs:
         files = sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
@@ -76,7 +83,7 @@ def scan(root: Path) -> tuple[list[Sample], int]:
     return samples, ignored
 
 
-def _scan_csv(path: Path) -> list[Sample]:
+def _scan_csv(path: Path, max_classes: int = MAX_CLASSES, max_label_chars: int = MAX_LABEL_CHARS) -> list[Sample]:
     samples = []
     with open(path, newline="") as f:
         for i, row in enumerate(csv.reader(f)):
@@ -84,10 +91,12 @@ def _scan_csv(path: Path) -> list[Sample]:
                 continue
             if len(row) < 2 or not row[0].strip() or not row[1].strip():
                 raise DataError(str(path), f"line {i + 1}: expected 'path,label'")
+            check_label(row[1].strip(), f"{path.name} line {i + 1}: label", max_label_chars)
             p = Path(row[0].strip())
             samples.append(Sample(str(p if p.is_absolute() else path.parent / p), row[1].strip()))
     if not samples:
         raise DataError(str(path), "manifest has no rows")
+    check_class_count({s.label for s in samples}, "distinct labels", max_classes)
     return samples
 
 
@@ -164,7 +173,8 @@ class FileCheck:
 def _check_files(paths: list[str], size: int, pixels: str | None, first_row: int, known: list[str] | None
                  ) -> list[str]:
     """Hash (streamed) and decode each file; write the decoded rows into ``pixels`` when given.
-    Returns each file's hash, or "" if it does not decode. ``known``: hashes from the index."""
+    Returns each file's hash, or "" if it does not decode (or is over the pixel budget, ``load_rgb``).
+    ``known``: hashes from the index."""
     fd = os.open(pixels, os.O_WRONLY) if pixels else None
     row = size * size * 3
     out = []
@@ -274,29 +284,33 @@ def _run_pass(paths, size, pixels, known, workers, log) -> list[str]:
 
 def load_image_data(path: str, val_path: str | None, image_size: int, val_fraction: float,
                     skip_corrupt: bool, seed: int, classes: list[str] | None = None, cache: str = "auto",
-                    workers: int | None = None, log=None, cache_root: Path | None = None
+                    workers: int | None = None, log=None, cache_root: Path | None = None, *,
+                    max_classes: int = MAX_CLASSES, max_label_chars: int = MAX_LABEL_CHARS
                     ) -> tuple[ImageSet, ImageSet, DataReport]:
     """Read, validate and split a dataset. Raises DataError with the offending files named.
 
     Nothing is held in memory but paths, labels and hashes: pixels are read per batch (``ImageSet.read``).
+    An image over ``imaging.MAX_PIXELS`` (or ``MAX_IMAGE_BYTES``) is unreadable, as a corrupt one is.
 
     Args:
         classes: when given (re-tuning), the label set the data must match exactly.
         cache, workers, log, cache_root: see ``check_images``.
+        max_classes, max_label_chars: bounds on the labels (``trainers/data/limits.py``).
     """
     root = dataset_root(path, cache_root)
+    bounds = {"max_classes": max_classes, "max_label_chars": max_label_chars}
     if val_path:
-        train_s, ignored = scan(root)
-        val_s, ignored_v = scan(dataset_root(val_path, cache_root))
+        train_s, ignored = scan(root, **bounds)
+        val_s, ignored_v = scan(dataset_root(val_path, cache_root), **bounds)
         ignored += ignored_v
         split = "given"
     elif _has_split_folders(root):
-        train_s, ignored = scan(root / "train")
-        val_s, ignored_v = scan(root / "val")
+        train_s, ignored = scan(root / "train", **bounds)
+        val_s, ignored_v = scan(root / "val", **bounds)
         ignored += ignored_v
         split = "given"
     else:
-        train_s, ignored = scan(root)
+        train_s, ignored = scan(root, **bounds)
         val_s, split = [], "stratified"
     all_s = train_s + val_s
     check = check_images([s.path for s in all_s], image_size, cache, workers, log, cache_root)

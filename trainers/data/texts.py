@@ -22,6 +22,7 @@ import numpy as np
 from edgetune.errors import DataError
 
 from edgetune.tasks import TEXT_CLASSIFICATION, TEXT_GENERATION
+from edgetune.trainers.data.limits import MAX_CLASSES, MAX_LABEL_CHARS, check_class_count, check_label
 from edgetune.trainers.data.report import DataReport, Item, content_checks, label_set
 from edgetune.trainers.data.split import stratified_split
 
@@ -146,7 +147,8 @@ def _row_problem(rec: dict, cols: tuple[str, str], n: int) -> str | None:
     return None
 
 
-def _parse(path: str, task: str, fields: TextFields, skip_invalid: bool, report_invalid: list[str]) -> TextRows:
+def _parse(path: str, task: str, fields: TextFields, skip_invalid: bool, report_invalid: list[str],
+           max_label_chars: int = MAX_LABEL_CHARS) -> TextRows:
     cols = (fields.text, fields.label) if task == TEXT_CLASSIFICATION else (fields.prompt, fields.response)
     records, _ = read_rows(path, cols)
     inputs, targets, rows = [], [], []
@@ -157,7 +159,10 @@ def _parse(path: str, task: str, fields: TextFields, skip_invalid: bool, report_
             continue
         inputs.append(str(rec[cols[0]]))
         label_or_response = str(rec[cols[1]])
-        targets.append(label_or_response.strip() if task == TEXT_CLASSIFICATION else label_or_response)
+        if task == TEXT_CLASSIFICATION:
+            label_or_response = label_or_response.strip()
+            check_label(label_or_response, f"{Path(path).name} row {n}: label", max_label_chars)
+        targets.append(label_or_response)
         rows.append(n)
     if report_invalid and not skip_invalid:
         shown = "; ".join(report_invalid[:5]) + (f" and {len(report_invalid) - 5} more" if len(report_invalid) > 5 else "")
@@ -167,18 +172,23 @@ def _parse(path: str, task: str, fields: TextFields, skip_invalid: bool, report_
 
 
 def load_text_data(path: str, val_path: str | None, task: str, val_fraction: float, skip_invalid: bool,
-                   seed: int, fields: TextFields = TextFields(), classes: list[str] | None = None
+                   seed: int, fields: TextFields = TextFields(), classes: list[str] | None = None, *,
+                   max_classes: int = MAX_CLASSES, max_label_chars: int = MAX_LABEL_CHARS
                    ) -> tuple[TextRows, TextRows, DataReport]:
     """Read, validate and split text data. Raises DataError naming the file and row.
 
     Args:
         classes: when given (re-tuning), the label set the data must match exactly.
+        max_classes, max_label_chars: bounds on a classification's distinct labels and their
+            length (``trainers/data/limits.py``); generation rows have no labels.
     """
     invalid: list[str] = []
-    train = _parse(path, task, fields, skip_invalid, invalid)
-    val = _parse(val_path, task, fields, skip_invalid, invalid) if val_path else None
+    train = _parse(path, task, fields, skip_invalid, invalid, max_label_chars)
+    val = _parse(val_path, task, fields, skip_invalid, invalid, max_label_chars) if val_path else None
     if len(train) == 0:
         raise DataError("data.path", "no usable rows")
+    if task == TEXT_CLASSIFICATION:
+        check_class_count(set(train.targets), "distinct labels", max_classes)
     if val is None:
         labels = train.targets if task == TEXT_CLASSIFICATION else [""] * len(train)
         t_idx, v_idx = stratified_split(labels, [_hash(x) for x in train.inputs], val_fraction, seed)

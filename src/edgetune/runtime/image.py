@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,10 @@ import numpy as np
 from edgetune.errors import InvalidArgument, NotFound
 from edgetune.tasks import IMAGE_CLASSIFICATION
 
-from .imaging import Preprocessing, decode_rgb, load_rgb, normalize, resize_uint8
+from .imaging import (MAX_IMAGE_BYTES, MAX_PIXELS, ImageTooLarge, Preprocessing, decode_rgb, load_rgb, normalize,
+                      resize_uint8)
 from .manifest import BundleModel
-from .scores import Prediction, check_top_k, top_labels
+from .scores import Prediction, check_top_k, predictions
 
 TASK = IMAGE_CLASSIFICATION
 
@@ -24,8 +26,12 @@ class ImagePredictor(BundleModel):
     def __init__(self, bundle_dir: str | Path, device: str = "auto", threads: int | None = None,
                  spinning: bool = True, variant: str | None = None):
         super().__init__(bundle_dir, device, threads, spinning, variant)
-        self.preprocessing = Preprocessing.from_dict(self.manifest["preprocessing"])
-        self.input_name = self.manifest["inputs"][0]["name"]
+        try:
+            self.preprocessing = Preprocessing.from_dict(self.manifest["preprocessing"])
+            self.input_name = self.manifest["inputs"][0]["name"]
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise InvalidArgument(str(self.dir / "manifest.json"),
+                                  f"no usable preprocessing and inputs ({type(e).__name__}: {e})") from None
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Logits of a normalized NCHW float32 batch."""
@@ -35,17 +41,23 @@ class ImagePredictor(BundleModel):
         """A decoded PIL image resized to the model's input (HWC uint8)."""
         return resize_uint8(image, self.preprocessing.size, self.preprocessing.interpolation)
 
-    def predict_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
+    def predict_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int = 32, *,
+                      max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> list[Prediction]:
+        """Image files; ``max_pixels`` and ``max_bytes`` bound each before it is decoded (``load_rgb``)."""
         check_top_k(top_k)
         for p in paths:
             if not Path(p).is_file():
                 raise NotFound(str(p), "image not found")
-        return self._predict([str(p) for p in paths], load_rgb, lambda i, p: p, top_k, batch_size)
+        return self._predict([str(p) for p in paths], partial(load_rgb, max_pixels=max_pixels, max_bytes=max_bytes),
+                             lambda i, p: p, top_k, batch_size)
 
-    def predict_encoded(self, images: list[bytes], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
-        """Encoded images (PNG, JPEG, ...); a bad one is named ``images[i]``."""
+    def predict_encoded(self, images: list[bytes], top_k: int = 5, batch_size: int = 32, *,
+                        max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> list[Prediction]:
+        """Encoded images (PNG, JPEG, ...); a bad one, or one over ``max_pixels`` / ``max_bytes``,
+        is named ``images[i]``."""
         check_top_k(top_k)
-        return self._predict(images, decode_rgb, lambda i, _: f"images[{i}]", top_k, batch_size)
+        return self._predict(images, partial(decode_rgb, max_pixels=max_pixels, max_bytes=max_bytes),
+                             lambda i, _: f"images[{i}]", top_k, batch_size)
 
     def _predict(self, items: list, decode, name, top_k: int, batch_size: int) -> list[Prediction]:
         out = []
@@ -54,9 +66,11 @@ class ImagePredictor(BundleModel):
             for i, item in enumerate(items[start:start + batch_size], start):
                 try:
                     arrays.append(self.pixels(decode(item)))
+                except ImageTooLarge as e:
+                    raise InvalidArgument(name(i, item), str(e)) from None
                 except Exception as e:  # noqa: BLE001 - any decode failure is the caller's image
                     raise InvalidArgument(name(i, item), f"cannot decode as an image: {e}") from None
-            tops = top_labels(self.logits(normalize(np.stack(arrays), self.preprocessing)), self.labels, top_k)
-            out += [Prediction(name(i, item), top) for i, (item, top) in
-                    enumerate(zip(items[start:start + batch_size], tops), start)]
+            chunk = items[start:start + batch_size]
+            out += predictions([name(i, item) for i, item in enumerate(chunk, start)],
+                               self.logits(normalize(np.stack(arrays), self.preprocessing)), self.labels, top_k)
         return out

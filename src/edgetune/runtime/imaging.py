@@ -18,18 +18,34 @@ the same through these functions; the Node.js check in ``clients/node-runtime`` 
    order of ``j``) and then made integers ``k = trunc(w * 2**22 + 0.5)``. The value is
    ``clamp((2**21 + sum(k * pixel)) >> 22, 0, 255)``. An axis whose length does not change is copied.
 3. ``(pixel / 255 - mean) / std`` per channel, in float32, laid out NCHW.
+
+Limits, checked before anything is decoded (images come from remote clients and uploads):
+``MAX_IMAGE_BYTES`` (64 MiB) of encoded bytes, and ``MAX_PIXELS`` (40,000,000: about 120 MB as
+RGB) of width times height, read from the header (a 164 KB PNG can declare 13000x13000 pixels, 850
+MB decoded). Both are keywords of ``load_rgb`` and ``decode_rgb``; over either, ``ImageTooLarge``
+(a ``ValueError``). Pillow's own bomb check (``Image.MAX_IMAGE_PIXELS``) still applies on top, and
+what it refuses is refused as ``ImageTooLarge`` too.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+MAX_PIXELS = 40_000_000  # width * height an image may declare (module docstring)
+MAX_IMAGE_BYTES = 64 * 1024**2  # encoded bytes an image may have
+
+
+class ImageTooLarge(ValueError):
+    """An image over the pixel budget or the byte limit, refused before it is decoded."""
 
 
 @dataclass(frozen=True)
@@ -66,18 +82,41 @@ DEVICE_STEPS = {
 }
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file fully (so truncated files fail here) and convert to RGB."""
-    with Image.open(path) as im:
-        im.load()
-        return im.convert("RGB")
+def load_rgb(path: str | Path, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
+    """Decode an image file fully (so truncated files fail here) and convert to RGB.
+    ``ImageTooLarge`` past ``max_bytes`` on disk or ``max_pixels`` in its header."""
+    with open(path, "rb") as f:
+        _check_bytes(os.fstat(f.fileno()).st_size, max_bytes)
+        return _decode(f, max_pixels)
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    """Decode encoded image bytes (PNG, JPEG, ...) fully and convert to RGB."""
-    import io
+def decode_rgb(data: bytes, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
+    """Decode encoded image bytes (PNG, JPEG, ...) fully and convert to RGB.
+    ``ImageTooLarge`` past ``max_bytes`` or ``max_pixels`` in its header."""
+    _check_bytes(len(data), max_bytes)
+    return _decode(io.BytesIO(data), max_pixels)
 
-    with Image.open(io.BytesIO(data)) as im:
+
+def _check_bytes(n: int, max_bytes: int) -> None:
+    if n > max_bytes:
+        raise ImageTooLarge(f"{n} bytes exceeds the {max_bytes}-byte limit")
+
+
+# The decoders images may reach (MPO: phone JPEGs); no EPS (Ghostscript), PSD, ICO, ...
+DECODE_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "WEBP", "GIF", "TIFF")
+
+
+def _decode(f: BinaryIO, max_pixels: int) -> Image.Image:
+    """Open lazily (the header only), check the pixel budget, then decode. Pillow's bomb warning is
+    an exception only where warnings are made errors (filters are process-wide: not changed here)."""
+    try:
+        im = Image.open(f, formats=DECODE_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLarge(f"over Pillow's decompression bomb limit: {e}") from None
+    with im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"{width}x{height} pixels exceeds the {max_pixels}-pixel budget")
         im.load()
         return im.convert("RGB")
 

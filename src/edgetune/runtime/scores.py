@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,6 +15,8 @@ Top = list[tuple[str, float]]  # (label, probability), best first
 class Prediction:
     source: str  # the image file or the text this prediction is for
     top: Top
+    indices: list[int] = field(default_factory=list)  # the class index of each of ``top``
+    logits: list[float] = field(default_factory=list)  # the model's raw output, one per class
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -27,10 +29,12 @@ def check_top_k(top_k: int) -> None:
         raise InvalidArgument("top_k", f"must be >= 1, got {top_k}")
 
 
-def top_labels(logits: np.ndarray, labels: list[str], top_k: int) -> list[Top]:
-    """Per row of ``logits`` ([batch, classes]): the ``top_k`` most probable labels (softmax)."""
+def predictions(sources: list[str], logits: np.ndarray, labels: list[str], top_k: int) -> list[Prediction]:
+    """A ``Prediction`` per row of ``logits``: the ``top_k`` most probable labels (softmax; ties in
+    class order), their class indices and the row itself."""
     out = []
-    for row in softmax(logits):
+    for source, raw, row in zip(sources, logits, softmax(logits)):
         idx = np.argsort(-row, kind="stable")[:top_k]
-        out.append([(labels[j], float(row[j])) for j in idx])
+        out.append(Prediction(source, [(labels[j], float(row[j])) for j in idx], [int(j) for j in idx],
+                              [float(v) for v in raw]))
     return out

@@ -14,7 +14,7 @@ from edgetune.errors import InvalidArgument
 from edgetune.tasks import TEXT_CLASSIFICATION
 
 from .manifest import BundleModel
-from .scores import Prediction, check_top_k, top_labels
+from .scores import Prediction, check_top_k, predictions
 
 TASK = TEXT_CLASSIFICATION
 
@@ -111,6 +111,5 @@ class TextPredictor(BundleModel):
         out = []
         for i in range(0, len(texts), batch_size):
             chunk = texts[i:i + batch_size]
-            out += [Prediction(text, top) for text, top in zip(chunk, top_labels(self.logits(chunk), self.labels,
-                                                                                 top_k))]
+            out += predictions(chunk, self.logits(chunk), self.labels, top_k)
         return out

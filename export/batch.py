@@ -183,6 +183,10 @@ def read_batch_file(path: str | Path, out_root: Path, defaults: dict) -> list[Ba
             entries = json.loads(text)
         except ValueError as e:
             raise InvalidArgument("batch file", f"{path}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise InvalidArgument("batch file", f"{path}: not valid JSON (nested too deeply)") from None
+        if not isinstance(entries, list):
+            raise InvalidArgument("batch file", f"{path}: expected a JSON list of entries")
     else:
         entries = [{"run": line.split("#")[0].strip()} for line in text.splitlines() if line.split("#")[0].strip()]
     items = []

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file as load_numpy
 
 import edgetune
 from edgetune.errors import FailedPrecondition, InvalidArgument, NotFound, ParityError
@@ -43,7 +42,7 @@ from edgetune.integrity import sha256_file
 from edgetune.atomic import default_mode
 from edgetune.trainers.checkpoint import save_json
 from edgetune.trainers.run import (RunFiles, RunModel, RunStatus, heldout_images, kept_samples, load_run,
-                                   read_model_meta, run_status)
+                                   read_model_meta, read_tensors, run_status)
 
 from .provenance import export_key
 from .onnx_export import export_onnx, metadata_problems
@@ -73,7 +72,7 @@ def held_out_pixels(run_dir: Path) -> np.ndarray:
     path = RunFiles(run_dir).parity_samples
     if not path.is_file():
         raise NotFound(str(run_dir), "run has no parity_samples.safetensors")
-    return load_numpy(str(path))["pixels"]
+    return read_tensors(path, numpy=True)["pixels"]
 
 
 def held_out_inputs(run_dir: Path, preprocessing) -> np.ndarray:

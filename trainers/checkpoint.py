@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,11 @@ import torch
 from safetensors.torch import save_file
 
 from edgetune.atomic import atomic_text, atomic_write
+from edgetune.errors import WeightsError
+
+# What every saved training state holds (``fit._save_state``); a resume reads each.
+STATE_KEYS = ("model", "optimizer", "scheduler", "loader_rng", "epoch", "history", "best_metric", "best_epoch",
+              "stale")
 
 
 def save_json(path: str | Path, obj) -> None:
@@ -41,4 +47,22 @@ def save_training_state(path: str | Path, state: dict) -> None:
 
 
 def load_training_state(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The state ``save_training_state`` wrote, loaded weights-only: a file holding any other pickled
+    object (code to run, say) is refused with WeightsError naming it, and nothing in it is built."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(str(path), "refused: not a weights-only resume state (tensors and plain values are "
+                                      "loaded; other pickled objects never are)") from None
+    except (OSError, EOFError, RuntimeError, ValueError) as e:
+        raise WeightsError(str(path), f"unreadable resume state: {one_line(e)}") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise WeightsError(str(path), f"not a resume state: it lacks {', '.join(missing)}")
+    return state
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut to ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -25,15 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import yaml
 from torch.utils.data import DataLoader
 
-from edgetune.errors import InvalidArgument
+from edgetune.errors import InvalidArgument, WeightsError
 from edgetune.progress import EpochEnd, LogLine, ProgressSink, TrainingStopped, silent, stop_requested
 
 from edgetune.trainers import checkpoint as ckpt
 from edgetune.trainers import distributed
-from edgetune.trainers.config import TrainConfig, config_from_dict
+from edgetune.trainers.config import TrainConfig, read_saved_config
 from edgetune.trainers.data.sampling import Share
 from edgetune.trainers.distributed import Dist
 from edgetune.trainers.loop import (Batch, DeviceSetup, EpochPosition, build_optimizer, build_scheduler,
@@ -164,15 +163,18 @@ def restore(run: RunContext, trainee: Trainee) -> FitState:
     files = run.files
     if not files.config.is_file() or not files.state.is_file():
         raise InvalidArgument("resume", f"{files.root} has no config.yaml and state/last.pt to resume from")
-    if config_from_dict(yaml.safe_load(files.config.read_text())) != run.cfg:
+    if read_saved_config(files.config) != run.cfg:
         raise InvalidArgument("resume", "config differs from the run being resumed")
     state = ckpt.load_training_state(files.state)
-    trainee.model.load_state_dict(state["model"])
-    trainee.opt.load_state_dict(state["optimizer"])
-    trainee.sched.load_state_dict(state["scheduler"])
-    run.generator.set_state(state["loader_rng"])
-    if "augment_rng" in state:
-        run.augment_generator.set_state(state["augment_rng"])
+    try:
+        trainee.model.load_state_dict(state["model"])
+        trainee.opt.load_state_dict(state["optimizer"])
+        trainee.sched.load_state_dict(state["scheduler"])
+        run.generator.set_state(state["loader_rng"])
+        if "augment_rng" in state:
+            run.augment_generator.set_state(state["augment_rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise WeightsError(str(files.state), f"does not fit this run: {ckpt.one_line(e)}") from None
     saved = state.get("process_rngs") or [state]  # one per process (runs before DDP saved one)
     if len(saved) == run.dist.world:
         _set_process_rngs(saved[run.dist.rank])

@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import yaml
 from safetensors.torch import load_file
 
-from edgetune.errors import FailedPrecondition, NotFound, WeightsError
+from edgetune.errors import FailedPrecondition, InvalidArgument, NotFound, WeightsError
 from edgetune.integrity import sha256_file
 from edgetune.runtime.imaging import Preprocessing
 from edgetune.tasks import IMAGE_CLASSIFICATION, PROMPT_TUNING, TEXT_CLASSIFICATION, get_task
+from edgetune.trainers.checkpoint import one_line
+from edgetune.trainers.config import read_yaml
 from edgetune.trainers.models.image import create_model
 from edgetune.trainers.models.text import ClassifierLogits, auto_class, build_hf_model, load_tokenizer
 from edgetune.trainers.report import format_summary
@@ -155,9 +156,43 @@ def read_model_meta(run_dir: str | Path) -> dict:
         raise NotFound(str(run_dir), "no such run directory")
     if not files.model_meta.is_file() or not files.weights.is_file():
         raise NotFound(str(run_dir), "not a finished run (no model.json / model.safetensors)")
-    meta = json.loads(files.model_meta.read_text())
+    meta = read_json(files.model_meta)
+    if not isinstance(meta, dict):
+        raise InvalidArgument(str(files.model_meta), "not a run's model.json (expected a JSON object)")
     meta.setdefault("task", IMAGE_CLASSIFICATION)  # runs from before text tasks
+    if not isinstance(meta["task"], str) or not isinstance(meta.get("arch"), str):
+        raise InvalidArgument(str(files.model_meta), "not a run's model.json (no task and arch)")
+    image = get_task(meta["task"], str(files.model_meta)).modality == "image"
+    missing = [k for k in (("classes", "image_size", "preprocessing") if image else ("hf_config",)) if k not in meta]
+    if missing:
+        raise InvalidArgument(str(files.model_meta), f"not a run's model.json (no {', '.join(missing)})")
     return meta
+
+
+def read_json(path: Path) -> object:
+    """A run file's JSON; InvalidArgument naming the file, in one line, when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        reason = e.strerror or one_line(e)
+    except ValueError as e:
+        reason = f"not JSON: {one_line(e)}"
+    except RecursionError:
+        reason = "not JSON: nested too deeply"
+    raise InvalidArgument(str(path), f"unreadable: {reason}")
+
+
+def read_tensors(path: Path, numpy: bool = False) -> dict:
+    """Every tensor of a run's safetensors file (numpy arrays if ``numpy``); WeightsError naming the
+    file when it is not one (a pickled checkpoint is never loaded)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file as load_numpy
+
+    try:
+        return (load_numpy if numpy else load_file)(str(path))
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(str(path), f"not a readable safetensors file ({one_line(e)}); pickled checkpoints "
+                                      "are never loaded") from None
 
 
 def load_run(run_dir: str | Path) -> RunModel:
@@ -178,12 +213,12 @@ def load_run(run_dir: str | Path) -> RunModel:
         if meta["method"] == PROMPT_TUNING:
             from edgetune.trainers.methods.prompt_tuning import PromptPrefixed
 
-            model = PromptPrefixed(hf, load_file(str(files.prompt))["prompt"])
+            model = PromptPrefixed(hf, read_tensors(files.prompt)["prompt"])
     return RunModel(model.eval(), meta["task"], meta["arch"], classes, meta, tokenizer=load_tokenizer(files.tokenizer))
 
 
 def _load_into(model: nn.Module, path: Path, arch: str) -> None:
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    missing, unexpected = model.load_state_dict(read_tensors(path), strict=False)
     # Tied weights (e.g. lm_head = embeddings) may be absent from the file; anything else is an error.
     missing = [k for k in missing if k not in (getattr(model, "all_tied_weights_keys", None) or {})]
     if missing or unexpected:
@@ -228,7 +263,7 @@ def heldout_texts(run_dir: str | Path) -> list[dict]:
         raise FailedPrecondition("precision", "the run kept no held-out rows for the accuracy "
                                               "gates of FP16 / INT8 variants (trained before edgetune kept them): "
                                               "retrain it, or export fp32 only")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def kept_samples(run_dir: str | Path) -> dict[str, int]:
@@ -236,18 +271,21 @@ def kept_samples(run_dir: str | Path) -> dict[str, int]:
     variants, read from the files' headers; FailedPrecondition when it kept no held-out set."""
     files = RunFiles(Path(run_dir))
     if files.heldout_texts.is_file():
-        return {"heldout": len(json.loads(files.heldout_texts.read_text())), "calibration": 0}
+        return {"heldout": len(read_json(files.heldout_texts)), "calibration": 0}
     if not files.heldout.is_file():
         raise FailedPrecondition("precision", "the run kept no held-out data for the accuracy "
                                               "gates of FP16 / INT8 variants (trained before edgetune kept it): "
                                               "retrain it, or export fp32 only")
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     counts = {}
     for key, path in (("heldout", files.heldout), ("calibration", files.calibration)):
         if path.is_file():
-            with safe_open(str(path), "np") as f:
-                counts[key] = f.get_slice("labels").get_shape()[0]
+            try:
+                with safe_open(str(path), "np") as f:
+                    counts[key] = f.get_slice("labels").get_shape()[0]
+            except (SafetensorError, OSError) as e:
+                raise WeightsError(str(path), f"not a readable safetensors file with labels ({one_line(e)})") from None
         else:
             counts[key] = 0
     return counts
@@ -262,9 +300,7 @@ def heldout_images(run_dir: str | Path, calibration: bool = False) -> tuple[np.n
         raise FailedPrecondition("precision", f"the run kept no {path.stem} images for FP16 / INT8 "
                                               "variants (trained before edgetune kept them): retrain it, or export "
                                               "fp32 only")
-    from safetensors.numpy import load_file as load_numpy
-
-    arrays = load_numpy(str(path))
+    arrays = read_tensors(path, numpy=True)
     return arrays["pixels"], arrays["labels"].astype(np.int64)
 
 
@@ -273,7 +309,7 @@ def parity_texts(run_dir: str | Path) -> list[dict]:
     path = RunFiles(Path(run_dir)).parity_texts
     if not path.is_file():
         raise NotFound(str(run_dir), "run has no parity_samples.json")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 @dataclass(frozen=True)
@@ -299,11 +335,24 @@ def run_status(run_dir: str | Path) -> RunStatus:
     """Finished means the final report was written (the last step of every recipe)."""
     files = RunFiles(Path(run_dir))
     meta = read_model_meta(run_dir)
-    epochs = 0
-    if files.config.is_file():
-        epochs = int(((yaml.safe_load(files.config.read_text()) or {}).get("optim") or {}).get("epochs") or 0)
+    epoch = _count(meta.get("epoch"), files.model_meta)
+    config = read_yaml(files.config) if files.config.is_file() else None
+    optim = config.get("optim") if isinstance(config, dict) else None
+    epochs = _count(optim.get("epochs") if isinstance(optim, dict) else None, files.config)
     if not files.report.is_file():
-        return RunStatus(int(meta.get("epoch") or 0), epochs, None, False, [])
-    report = json.loads(files.report.read_text())
-    return RunStatus(int(meta.get("epoch") or 0), epochs, len(report.get("history", [])), True,
-                     list(report.get("degenerate", [])))
+        return RunStatus(epoch, epochs, None, False, [])
+    report = read_json(files.report)
+    if not isinstance(report, dict) or not isinstance(report.get("history", []), list) \
+            or not isinstance(report.get("degenerate", []), list):
+        raise InvalidArgument(str(files.report), "not a run's report.json (expected an object with lists "
+                                                 "history and degenerate)")
+    return RunStatus(epoch, epochs, len(report.get("history", [])), True, list(report.get("degenerate", [])))
+
+
+def _count(value, path: Path) -> int:
+    """An epoch number read from a run file (0 when absent); InvalidArgument naming the file otherwise."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(str(path), f"expected an epoch count, got {str(value)[:40]!r}")
+    return value

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from edgetune.errors import InvalidArgument
 from edgetune.progress import ProgressSink, silent
 from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, TEXT_GENERATION
 from edgetune.trainers import distributed
-from edgetune.trainers.config import TrainConfig, config_from_dict
+from edgetune.trainers.config import TrainConfig, read_saved_config
 from edgetune.trainers.recipes.image_classification import train_image
 from edgetune.trainers.recipes.instruction import train_instruct
 from edgetune.trainers.recipes.text_classification import train_text
@@ -37,4 +35,4 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     files = RunFiles(Path(run_dir))
     if not files.config.is_file() or not files.state.is_file():
         raise InvalidArgument("resume", f"{run_dir} has no config.yaml and state/last.pt to resume from")
-    return config_from_dict(yaml.safe_load(files.config.read_text()))
+    return read_saved_config(files.config)

@@ -29,6 +29,8 @@ RUN PIP_NO_CACHE_DIR=1 PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 make insta
 USER 10001:10001
 VOLUME ["/data"]
 WORKDIR /data
+# Listening on 0.0.0.0 needs tokens and TLS (EDGETUNE_AUTH_TOKENS, EDGETUNE_TLS_CERT, EDGETUNE_TLS_KEY,
+# mounted read-only) or an explicit EDGETUNE_INSECURE=1: the server refuses to start otherwise.
 ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     EDGETUNE_HOST=0.0.0.0 \

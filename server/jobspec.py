@@ -7,7 +7,9 @@ A request picks from fixed registries and enums, never a path or a class name: w
 
 from __future__ import annotations
 
-from edgetune.errors import InvalidArgument, WeightsError
+import logging
+
+from edgetune.errors import FailedPrecondition, InvalidArgument, WeightsError
 from edgetune.tasks import TASKS
 from edgetune.trainers.config import TrainConfig, load_config
 from edgetune.trainers.models.catalog import catalog
@@ -31,6 +33,18 @@ _FIELDS = {
     "method": "method",
 }
 _API_NAME = {v: k for k, v in _FIELDS.items()}
+log = logging.getLogger("edgetune.server")
+
+
+def server_catalog() -> dict:
+    """The model catalog; a broken operator catalog is the server's problem, not the caller's:
+    FAILED_PRECONDITION without the file's path (the server log has the detail)."""
+    try:
+        return catalog()
+    except WeightsError as e:
+        log.error("the operator catalog is unusable: %s: %s", e.subject, e.message)
+        raise FailedPrecondition("weights", "this server's model catalog ($EDGETUNE_CATALOG) is broken; "
+                                            "the operator must fix it (see the server log)") from None
 
 
 def train_config(request: dict, data_path: str, columns: dict[str, str] | None = None) -> TrainConfig:
@@ -41,7 +55,7 @@ def train_config(request: dict, data_path: str, columns: dict[str, str] | None =
     if request.get("task") not in TASKS:
         raise InvalidArgument("task", f"must be one of {', '.join(TASKS)}, got {request.get('task')!r}")
     weights = request.get("weights") or "catalog"
-    if weights not in ("catalog", "random") and weights not in catalog():
+    if weights not in ("catalog", "random") and weights not in server_catalog():
         raise InvalidArgument("weights", f"{weights!r} is not 'catalog', 'random' or a catalog entry name")
     flat = {"base_model": request.get("base_model") or None, "weights": weights, "method": request.get("method")}
     for key, value in (request.get("hyperparameters") or {}).items():
@@ -53,11 +67,14 @@ def train_config(request: dict, data_path: str, columns: dict[str, str] | None =
             raise InvalidArgument(key, "unknown field")
         if value is not None:
             overrides[_FIELDS[key]] = value
+    server_catalog()
     try:
         cfg = load_config(overrides=overrides)
         resolve_weights(cfg.model.arch, cfg.model.weights)
     except InvalidArgument as e:
         raise InvalidArgument(_API_NAME.get(e.subject, e.subject), e.message) from None
     except WeightsError as e:  # an operator's catalog entry is broken: say so without its server path
-        raise InvalidArgument("weights", f"catalog weights are unusable on this server: {e.message}") from None
+        log.error("catalog weights unusable: %s: %s", e.subject, e.message)
+        raise FailedPrecondition("weights", "the catalog's weights for this model are unusable on this server "
+                                            "(the operator must fix them; see the server log)") from None
     return cfg

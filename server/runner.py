@@ -55,6 +55,11 @@ class JobRunner:
         self._workers_stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
 
+    def gpus_held(self) -> dict[str, tuple[str, ...]]:
+        """Running job id -> the GPUs its worker was given."""
+        with self._lock:
+            return dict(self._gpus_held)
+
     def job_dir(self, job_id: str) -> Path:
         return self.data_dir / "jobs" / job_id
 
@@ -71,7 +76,7 @@ class JobRunner:
             else:
                 self.store.requeue_export(export["id"], "server restarted while the export was running; it "
                                                         "starts again")
-        for job in self.store.list_jobs(RUNNING, 0, 1_000_000):
+        for job in self.store.jobs_in(RUNNING):
             if job.cancel_requested:
                 self.store.set_state(job.id, CANCELLED, "cancelled; the server stopped before the worker did")
             elif job.attempts >= self.max_attempts:

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS exports (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL, create_time REAL NOT NULL, valid INTEGER NOT NULL,
     manifest TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', path TEXT NOT NULL);
 """
+# Resources belong to the principal that made them ('' when the server runs without auth).
+OWNER_COLUMN = "TEXT NOT NULL DEFAULT ''"
 # Exports became durable jobs of their own: rows from before are finished exports.
 EXPORT_COLUMNS = {"state": "TEXT NOT NULL DEFAULT 'SUCCEEDED'", "options": "TEXT NOT NULL DEFAULT '{}'",
                   "options_key": "TEXT NOT NULL DEFAULT ''", "start_time": "REAL", "end_time": "REAL",
@@ -68,6 +70,7 @@ class JobRow:
     attempts: int
     cancel_requested: bool
     warnings: list[str]
+    owner: str = ""
 
 
 @dataclass
@@ -96,17 +99,24 @@ class Store:
 
     def _migrate(self) -> None:
         """Columns added after a store was first created (CREATE TABLE IF NOT EXISTS keeps old tables)."""
-        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        if "warnings" not in columns:
-            self._db.execute("ALTER TABLE jobs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'")
+        added = {"jobs": {"warnings": "TEXT NOT NULL DEFAULT '[]'", "owner": OWNER_COLUMN},
+                 "datasets": {"owner": OWNER_COLUMN, "stored_bytes": "INTEGER NOT NULL DEFAULT 0"}}
+        for table, new in added.items():
+            columns = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in new.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(exports)")}
-        for name, decl in EXPORT_COLUMNS.items():
+        for name, decl in {**EXPORT_COLUMNS, "owner": OWNER_COLUMN}.items():
             if name not in columns:
                 self._db.execute(f"ALTER TABLE exports ADD COLUMN {name} {decl}")
                 if name == "state":  # an old export either passed its gate or failed it
                     self._db.execute("UPDATE exports SET state = ? WHERE valid = 0", (FAILED,))
         self._db.execute("CREATE INDEX IF NOT EXISTS exports_state ON exports(state, create_time)")
         self._db.execute("CREATE INDEX IF NOT EXISTS exports_key ON exports(job_id, options_key)")
+        for table in ("datasets", "jobs", "exports"):  # the List RPCs' keyset order, per owner or all
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {table}_owner ON {table}(owner, create_time, id)")
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {table}_time ON {table}(create_time, id)")
 
     def close(self) -> None:
         with self._lock:
@@ -130,16 +140,33 @@ class Store:
     # datasets
     def add_dataset(self, row: dict) -> None:
         with self.transaction() as db:
-            db.execute("INSERT INTO datasets VALUES (:id, :name, :format, :size_bytes, :sha256, :create_time, "
-                       ":report, :path)", {**row, "report": json.dumps(row["report"])})
+            db.execute("INSERT INTO datasets (id, name, format, size_bytes, sha256, create_time, report, path, owner, "
+                       "stored_bytes) VALUES (:id, :name, :format, :size_bytes, :sha256, :create_time, :report, :path, "
+                       ":owner, :stored_bytes)",
+                       {"owner": "", "stored_bytes": 0, **row, "report": json.dumps(row["report"])})
 
     def get_dataset(self, dataset_id: str) -> dict | None:
         rows = self._query("SELECT * FROM datasets WHERE id = ?", (dataset_id,))
         return _dataset(rows[0]) if rows else None
 
-    def list_datasets(self, offset: int, limit: int) -> list[dict]:
-        rows = self._query("SELECT * FROM datasets ORDER BY create_time DESC, id LIMIT ? OFFSET ?", (limit, offset))
-        return [_dataset(r) for r in rows]
+    def list_datasets(self, owner: str | None, after: tuple[float, str] | None, limit: int) -> list[dict]:
+        return [_dataset(r) for r in self._page("datasets", {"owner": owner}, after, limit)]
+
+    def stored_bytes(self, owner: str) -> int:
+        """What ``owner``'s datasets hold on disk (their storage quota's use)."""
+        return self._query("SELECT COALESCE(SUM(stored_bytes), 0) FROM datasets WHERE owner = ?", (owner,))[0][0]
+
+    def _page(self, table: str, where: dict, after: tuple[float, str] | None, limit: int) -> list[sqlite3.Row]:
+        """Rows newest first (keyset: strictly after ``after`` = (create_time, id) of the last row
+        seen, so rows added between two pages neither repeat nor shift the next page)."""
+        conds = [f"{k} = ?" for k, v in where.items() if v is not None]
+        args = [v for v in where.values() if v is not None]
+        if after is not None:
+            conds.append("(create_time, id) < (?, ?)")
+            args.extend(after)
+        sql = f"SELECT * FROM {table} {'WHERE ' + ' AND '.join(conds) if conds else ''} " \
+              "ORDER BY create_time DESC, id DESC LIMIT ?"
+        return self._query(sql, (*args, limit))
 
     def delete_dataset_if_unused(self, dataset_id: str) -> bool:
         """Delete unless a queued or running job uses it (checked in the same transaction)."""
@@ -155,14 +182,16 @@ class Store:
 
     # jobs
     def add_job(self, job_id: str, request: dict, dataset_id: str, idempotency_key: str | None, epochs: int,
-                max_queued: int) -> tuple[JobRow, bool]:
-        """Insert a QUEUED job. Returns (job, created); an existing key returns (that job, False).
+                max_queued: int, owner: str = "", max_queued_per_owner: int | None = None) -> tuple[JobRow, bool]:
+        """Insert a QUEUED job. Returns (job, created); ``owner``'s existing key returns (that job, False).
 
-        Raises OverflowError when ``max_queued`` jobs are already waiting.
+        Raises OverflowError when ``max_queued`` jobs are already waiting, PermissionError when
+        ``owner`` already has ``max_queued_per_owner`` waiting.
         """
+        key = _owned_key(owner, idempotency_key)
         with self.transaction() as db:
-            if idempotency_key:
-                row = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+            if key:
+                row = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
                 if row:
                     return _job(row), False
             if db.execute("SELECT 1 FROM datasets WHERE id = ?", (dataset_id,)).fetchone() is None:
@@ -170,11 +199,14 @@ class Store:
             queued = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()[0]
             if queued >= max_queued:
                 raise OverflowError(queued)
+            if max_queued_per_owner is not None and db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE state = ? AND owner = ?", (QUEUED, owner)).fetchone()[0] \
+                    >= max_queued_per_owner:
+                raise PermissionError(owner)
             now = time.time()
-            db.execute("INSERT INTO jobs (id, state, request, dataset_id, idempotency_key, create_time, epochs) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (job_id, QUEUED, json.dumps(request, sort_keys=True), dataset_id, idempotency_key or None,
-                        now, epochs))
+            db.execute("INSERT INTO jobs (id, state, request, dataset_id, idempotency_key, create_time, epochs, owner) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (job_id, QUEUED, json.dumps(request, sort_keys=True), dataset_id, key, now, epochs, owner))
             _insert_event(db, job_id, "state", {"state": QUEUED})
             return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()), True
 
@@ -182,13 +214,9 @@ class Store:
         rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return _job(rows[0]) if rows else None
 
-    def list_jobs(self, state: str | None, offset: int, limit: int) -> list[JobRow]:
-        if state:
-            rows = self._query("SELECT * FROM jobs WHERE state = ? ORDER BY create_time DESC, id LIMIT ? OFFSET ?",
-                               (state, limit, offset))
-        else:
-            rows = self._query("SELECT * FROM jobs ORDER BY create_time DESC, id LIMIT ? OFFSET ?", (limit, offset))
-        return [_job(r) for r in rows]
+    def list_jobs(self, owner: str | None, state: str | None, after: tuple[float, str] | None,
+                  limit: int) -> list[JobRow]:
+        return [_job(r) for r in self._page("jobs", {"owner": owner, "state": state}, after, limit)]
 
     def next_queued(self) -> JobRow | None:
         rows = self._query("SELECT * FROM jobs WHERE state = ? ORDER BY create_time, id LIMIT 1", (QUEUED,))
@@ -253,11 +281,12 @@ class Store:
 
     # exports
     def add_export(self, export_id: str, job_id: str, options: dict, options_key: str, path: str,
-                   max_queued: int) -> tuple[dict, bool]:
+                   max_queued: int, owner: str = "", max_queued_per_owner: int | None = None) -> tuple[dict, bool]:
         """A QUEUED export, or (idempotent per job and options) the one already queued, running or
         succeeded: returns (export, created). A failed one is retried by asking again.
 
-        Raises OverflowError when ``max_queued`` exports are already waiting."""
+        Raises OverflowError when ``max_queued`` exports are already waiting, PermissionError when
+        ``owner`` already has ``max_queued_per_owner`` waiting."""
         with self.transaction() as db:
             row = db.execute("SELECT * FROM exports WHERE job_id = ? AND options_key = ? AND state != ? "
                              "ORDER BY create_time DESC LIMIT 1", (job_id, options_key, FAILED)).fetchone()
@@ -266,10 +295,14 @@ class Store:
             queued = db.execute("SELECT COUNT(*) FROM exports WHERE state = ?", (QUEUED,)).fetchone()[0]
             if queued >= max_queued:
                 raise OverflowError(queued)
+            if max_queued_per_owner is not None and db.execute(
+                    "SELECT COUNT(*) FROM exports WHERE state = ? AND owner = ?", (QUEUED, owner)).fetchone()[0] \
+                    >= max_queued_per_owner:
+                raise PermissionError(owner)
             db.execute("INSERT INTO exports (id, job_id, create_time, valid, manifest, error, path, state, options, "
-                       "options_key) VALUES (?, ?, ?, 0, '{}', '', ?, ?, ?, ?)",
+                       "options_key, owner) VALUES (?, ?, ?, 0, '{}', '', ?, ?, ?, ?, ?)",
                        (export_id, job_id, time.time(), path, QUEUED, json.dumps(options, sort_keys=True),
-                        options_key))
+                        options_key, owner))
             _insert_event(db, export_id, "state", {"state": QUEUED})
             return _export(db.execute("SELECT * FROM exports WHERE id = ?", (export_id,)).fetchone()), True
 
@@ -310,6 +343,20 @@ class Store:
             _insert_event(db, export_id, "state", {"state": QUEUED})
             return True
 
+    def counts_by_state(self, table: str) -> dict[str, int]:
+        """Rows of ``jobs`` or ``exports`` per state."""
+        assert table in ("jobs", "exports")
+        return {r[0]: r[1] for r in self._query(f"SELECT state, COUNT(*) FROM {table} GROUP BY state")}
+
+    def durations(self, table: str) -> list[tuple[str, float]]:
+        """(final state, seconds from start to end) of every finished job or export that started."""
+        assert table in ("jobs", "exports")
+        return [(r[0], r[1]) for r in self._query(
+            f"SELECT state, end_time - start_time FROM {table} WHERE end_time IS NOT NULL AND start_time IS NOT NULL")]
+
+    def jobs_in(self, state: str) -> list[JobRow]:
+        return [_job(r) for r in self._query("SELECT * FROM jobs WHERE state = ? ORDER BY create_time", (state,))]
+
     def exports_in(self, state: str) -> list[dict]:
         return [_export(r) for r in self._query("SELECT * FROM exports WHERE state = ? ORDER BY create_time",
                                                 (state,))]
@@ -323,13 +370,9 @@ class Store:
         rows = self._query("SELECT * FROM exports WHERE id = ?", (export_id,))
         return _export(rows[0]) if rows else None
 
-    def list_exports(self, job_id: str | None, offset: int, limit: int) -> list[dict]:
-        if job_id:
-            rows = self._query("SELECT * FROM exports WHERE job_id = ? ORDER BY create_time DESC, id LIMIT ? OFFSET ?",
-                               (job_id, limit, offset))
-        else:
-            rows = self._query("SELECT * FROM exports ORDER BY create_time DESC, id LIMIT ? OFFSET ?", (limit, offset))
-        return [_export(r) for r in rows]
+    def list_exports(self, owner: str | None, job_id: str | None, after: tuple[float, str] | None,
+                     limit: int) -> list[dict]:
+        return [_export(r) for r in self._page("exports", {"owner": owner, "job_id": job_id}, after, limit)]
 
 
 def _insert_event(db: sqlite3.Connection, job_id: str, kind: str, payload: dict) -> int:
@@ -347,8 +390,14 @@ def _export(r: sqlite3.Row) -> dict:
             "options": json.loads(r["options"])}
 
 
+def _owned_key(owner: str, key: str | None) -> str | None:
+    """Idempotency keys are per principal: stored as ``owner\\nkey`` (names hold no newline)."""
+    return (f"{owner}\n{key}" if owner else key) if key else None
+
+
 def _job(r: sqlite3.Row) -> JobRow:
-    return JobRow(r["id"], r["state"], json.loads(r["request"]), r["dataset_id"], r["idempotency_key"],
+    key = r["idempotency_key"]
+    return JobRow(r["id"], r["state"], json.loads(r["request"]), r["dataset_id"], key and key.split("\n")[-1],
                   r["create_time"], r["start_time"], r["end_time"], r["error"], r["epoch"], r["epochs"],
                   json.loads(r["best"]) if r["best"] else None, r["attempts"], bool(r["cancel_requested"]),
-                  json.loads(r["warnings"]))
+                  json.loads(r["warnings"]), r["owner"])

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_regenerating_the_stubs_changes_nothing(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "protos" / "generate.py"), "--out", str(tmp_path)], check=True,
                    capture_output=True)
-    fresh = {p.name: p.read_bytes() for p in (tmp_path / "edgetune" / "v1").iterdir()}
-    committed = {p.name: p.read_bytes() for p in (ROOT / "src" / "edgetune" / "v1").iterdir() if p.suffix in (".py", ".pyi")}
+    fresh = {f"{pkg}/{p.name}": p.read_bytes() for pkg in ("v1", "oip") for p in (tmp_path / "edgetune" / pkg).iterdir()}
+    committed = {f"{pkg}/{p.name}": p.read_bytes() for pkg in ("v1", "oip")
+                 for p in (ROOT / "src" / "edgetune" / pkg).iterdir() if p.suffix in (".py", ".pyi")}
     assert fresh.keys() == committed.keys()
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"run protos/generate.py: {stale} differ"
@@ -187,3 +188,25 @@ def test_the_cli_rejects_and_helps_without_loading_a_framework(argv, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, *argv], cwd=tmp_path, capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1].endswith("HEAVY []"), out.stdout + out.stderr
     assert "device:" not in out.stdout + out.stderr
+
+
+def test_the_shipped_health_proto_is_the_one_the_server_runs(tmp_path):
+    """protos/grpc/health/v1/health.proto (for clients in other languages) describes exactly the
+    messages and methods of grpcio-health-checking's service."""
+    from google.protobuf import descriptor_pb2
+    from grpc_health.v1 import health_pb2
+    from grpc_tools import protoc
+
+    out = tmp_path / "health.pb"
+    assert protoc.main(["protoc", f"-I{ROOT / 'protos'}", f"--descriptor_set_out={out}",
+                        "grpc/health/v1/health.proto"]) == 0
+    shipped = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
+    served = descriptor_pb2.FileDescriptorProto()
+    health_pb2.DESCRIPTOR.CopyToProto(served)
+    for d in (shipped, served):
+        d.ClearField("name")
+        d.ClearField("options")
+        for message in (*d.message_type, *(n for m in d.message_type for n in m.nested_type)):
+            for f in message.field:
+                f.ClearField("json_name")  # protoc fills it in; the generated module leaves it out
+    assert shipped == served

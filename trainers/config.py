@@ -7,6 +7,7 @@ The resolved config is saved in every run as ``config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,15 @@ CACHE_MODES = ("auto", "disk", "off")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
+# Documented maxima (docs/api.md "Hyperparameters"): a request beyond them is refused, never
+# clamped. Floats must be finite everywhere (NaN and infinity are refused when coerced).
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 4096
+MAX_IMAGE_SIZE = 1024
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 1.0
+MAX_PATIENCE = 1000
+MAX_SEED = 2**32 - 1
 
 
 def _require(ok: bool, name: str, msg: str) -> None:
@@ -56,7 +66,8 @@ class DataConfig:
 
     def __post_init__(self):
         _require(0.0 < self.val_fraction < 0.9, "data.val_fraction", f"must be in (0, 0.9), got {self.val_fraction}")
-        _require(self.image_size >= 16, "data.image_size", f"must be >= 16, got {self.image_size}")
+        _require(16 <= self.image_size <= MAX_IMAGE_SIZE, "data.image_size",
+                 f"must be in [16, {MAX_IMAGE_SIZE}], got {self.image_size}")
         _require(8 <= self.max_length <= 8192, "data.max_length", f"must be in [8, 8192], got {self.max_length}")
         for name in ("text_field", "label_field", "prompt_field", "response_field"):
             _require(bool(getattr(self, name)), f"data.{name}", "must not be empty")
@@ -121,17 +132,21 @@ class OptimConfig:
 
     def __post_init__(self):
         _require(self.optimizer in OPTIMIZERS, "optim.optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        _require(self.lr is None or self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
-        _require(self.weight_decay is None or self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+        _require(self.lr is None or 0 < self.lr <= MAX_LR, "optim.lr", f"must be in (0, {MAX_LR}], got {self.lr}")
+        _require(self.weight_decay is None or 0 <= self.weight_decay <= MAX_WEIGHT_DECAY, "optim.weight_decay",
+                 f"must be in [0, {MAX_WEIGHT_DECAY}], got {self.weight_decay}")
         _require(0.0 <= self.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {self.momentum}")
-        _require(self.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.epochs is None or self.epochs >= 1, "optim.epochs", f"must be >= 1, got {self.epochs}")
-        _require(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+        _require(1 <= self.batch_size <= MAX_BATCH_SIZE, "optim.batch_size",
+                 f"must be in [1, {MAX_BATCH_SIZE}], got {self.batch_size}")
+        _require(self.epochs is None or 1 <= self.epochs <= MAX_EPOCHS, "optim.epochs",
+                 f"must be in [1, {MAX_EPOCHS}], got {self.epochs}")
+        _require(0 <= self.warmup_epochs <= MAX_EPOCHS, "optim.warmup_epochs", f"must be in [0, {MAX_EPOCHS}]")
         _require(self.schedule in SCHEDULES, "optim.schedule", f"must be one of {SCHEDULES}")
         _require(self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0, "optim.label_smoothing",
                  "must be in [0, 1)")
-        _require(self.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {self.grad_accum}")
-        _require(self.early_stopping_patience >= 0, "optim.early_stopping_patience", "must be >= 0")
+        _require(1 <= self.grad_accum <= 1024, "optim.grad_accum", f"must be in [1, 1024], got {self.grad_accum}")
+        _require(0 <= self.early_stopping_patience <= MAX_PATIENCE, "optim.early_stopping_patience",
+                 f"must be in [0, {MAX_PATIENCE}]")
         _require(self.metric is None or self.metric in METRICS, "optim.metric", f"must be one of {METRICS}")
 
 
@@ -154,6 +169,7 @@ class TrainConfig:
 
     def __post_init__(self):
         task = get_task(self.task)
+        _require(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}], got {self.seed}")
         _require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
         _require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
         _require(self.method in task.methods, "method",
@@ -213,11 +229,15 @@ def _coerce(value, tp, name: str):
                 raise ValueError(value)
             return int(value)
         if tp is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         if tp is str:
             return str(value)
     except (TypeError, ValueError):
-        raise InvalidArgument(name, f"expected {tp.__name__}, got {value!r}") from None
+        raise InvalidArgument(name, f"expected {'a finite ' if tp is float else ''}{tp.__name__}, "
+                                    f"got {str(value)[:40]!r}") from None
     return value
 
 
@@ -249,6 +269,29 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     node[parts[-1]] = value
 
 
+def read_yaml(path: str | Path, subject: str | None = None) -> object:
+    """A YAML file's plain data (``yaml.safe_load``: no Python tags, nothing constructed or run).
+
+    Raises InvalidArgument (``subject``, default the file) with a one-line reason when the file
+    cannot be read or is not plain YAML.
+    """
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        reason = e.strerror or str(e)
+    except UnicodeDecodeError:
+        reason = "not UTF-8 text"
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        reason = f"not plain YAML: {e.problem or e.context or type(e).__name__}{where}"
+    except yaml.YAMLError as e:
+        reason = f"not plain YAML: {' '.join(str(e).split())}"
+    except RecursionError:
+        reason = "nested too deeply"
+    raise InvalidArgument(subject or str(path), f"cannot read {path}: {reason}" if subject else reason)
+
+
 def load_config(yaml_path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
     """Build a validated TrainConfig from an optional YAML file and dotted overrides.
 
@@ -258,10 +301,7 @@ def load_config(yaml_path: str | Path | None = None, overrides: dict | None = No
     """
     tree: dict = {}
     if yaml_path:
-        try:
-            tree = yaml.safe_load(Path(yaml_path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise InvalidArgument("config", f"cannot read {yaml_path}: {e}") from None
+        tree = read_yaml(yaml_path, "config") or {}
         if not isinstance(tree, dict):
             raise InvalidArgument("config", f"{yaml_path} must hold a mapping")
     for key, value in (overrides or {}).items():
@@ -273,3 +313,11 @@ def load_config(yaml_path: str | Path | None = None, overrides: dict | None = No
 def config_from_dict(d: dict) -> TrainConfig:
     """Rebuild a saved (resolved) config."""
     return _build(TrainConfig, d, "")
+
+
+def read_saved_config(path: str | Path) -> TrainConfig:
+    """A run's saved ``config.yaml``; InvalidArgument naming the file when it is not one."""
+    tree = read_yaml(path)
+    if not isinstance(tree, dict):
+        raise InvalidArgument(str(path), "not a saved config (expected a mapping)")
+    return config_from_dict(tree)

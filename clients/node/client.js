@@ -1,6 +1,7 @@
 // A small, idiomatic Node.js client for the edgetune gRPC API (edgetune.v1).
 // The contract is read at run time from protos/ with @grpc/proto-loader: no generated code.
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,14 +50,36 @@ async function* follow(open, afterEventId, maxReconnectS) {
   }
 }
 
+/** An interceptor that puts `authorization: Bearer <token>` on every call (TLS or not). */
+function bearer(token) {
+  return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set('authorization', `Bearer ${token}`);
+      next(metadata, listener);
+    },
+  });
+}
+
 export class EdgetuneClient {
-  /** @param {string} target host:port of an edgetune server */
-  constructor(target = '127.0.0.1:50051') {
+  /**
+   * @param {string} target host:port of an edgetune server
+   * @param {object} [security] for servers with auth and TLS (docs/api.md):
+   *   token (bearer token), tlsCa (PEM file of the CA that signed the server's certificate: TLS on),
+   *   tlsCert + tlsKey (client certificate for mutual TLS), serverName (the name the server's
+   *   certificate must carry, default the target's host)
+   */
+  constructor(target = '127.0.0.1:50051', { token, tlsCa, tlsCert, tlsKey, serverName } = {}) {
     const v1 = loadPackage();
-    const creds = grpc.credentials.createInsecure();
+    if (Boolean(tlsCert) !== Boolean(tlsKey)) throw new Error('a client certificate needs both tlsCert and tlsKey');
+    const creds = tlsCa
+      ? grpc.credentials.createSsl(readFileSync(tlsCa), tlsKey ? readFileSync(tlsKey) : null,
+        tlsCert ? readFileSync(tlsCert) : null)
+      : grpc.credentials.createInsecure();
+    const channelOptions = serverName
+      ? { 'grpc.ssl_target_name_override': serverName, 'grpc.default_authority': serverName } : {};
     // One channel (one HTTP/2 connection) shared by every service stub.
-    this.channel = new grpc.Channel(target, creds, {});
-    const opts = { channelOverride: this.channel };
+    this.channel = new grpc.Channel(target, creds, channelOptions);
+    const opts = { channelOverride: this.channel, interceptors: token ? [bearer(token)] : [] };
     this.datasets = new v1.Datasets(target, creds, opts);
     this.jobs = new v1.Jobs(target, creds, opts);
     this.exports = new v1.Exports(target, creds, opts);
@@ -145,15 +168,17 @@ export class EdgetuneClient {
   }
 
   /**
-   * Classify encoded images (Buffers); resolves to one { top: [{label, score}] } per image.
+   * Classify encoded images (Buffers); resolves to one { top: [{label, score, index}], logits } per
+   * image (logits filled when `includeLogits`). `topK` 0: 5, or every class when fewer.
    * `variant`: 'fp32', 'fp16' or 'int8' (default: the export's default variant).
    */
-  predict(exportId, images, topK = 5, variant = '') {
-    return call(this.inference, 'predict', { exportId, images, topK, variant }, 30).then((r) => r.results);
+  predict(exportId, images, topK = 0, variant = '', includeLogits = false) {
+    return call(this.inference, 'predict', { exportId, images, topK, variant, includeLogits }, 30)
+      .then((r) => r.results);
   }
 
-  /** Classify texts with a text classification export; one { top: [{label, score}] } per text. */
-  classifyText(exportId, texts, topK = 5) {
+  /** Classify texts with a text classification export; one { top: [{label, score, index}] } per text. */
+  classifyText(exportId, texts, topK = 0) {
     return call(this.inference, 'predict', { exportId, texts, topK }, 30).then((r) => r.results);
   }
 

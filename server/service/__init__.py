@@ -7,8 +7,10 @@ the transport maps them to status codes.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from edgetune.errors import FailedPrecondition, WeightsError
 from edgetune.trainers.models.catalog import list_base_models
 
 from edgetune.server.runner import JobRunner
@@ -20,6 +22,7 @@ from edgetune.server.service.jobs import Jobs
 from edgetune.server.store import Store
 
 __all__ = ["EdgetuneService", "ServerConfig"]
+log = logging.getLogger("edgetune.server")
 
 
 class EdgetuneService:
@@ -34,7 +37,8 @@ class EdgetuneService:
                                 config.stall_timeout_s, config.cache_root(), config.gpus)
         self.datasets = Datasets(config, self.store, self.data_dir)
         self.jobs = Jobs(config, self.store, self.runner, self.datasets)
-        self.exports = Exports(self.store, self.runner, self.data_dir, self.jobs, config.max_queued)
+        self.exports = Exports(self.store, self.runner, self.data_dir, self.jobs, config.max_queued,
+                               config.max_queued_per_principal)
         self.inference = Inference(config, self.exports)
 
     def start(self) -> None:
@@ -51,4 +55,9 @@ class EdgetuneService:
 
     @staticmethod
     def list_base_models() -> list[dict]:
-        return list_base_models()
+        try:
+            return list_base_models()
+        except WeightsError as e:
+            log.error("the operator catalog is unusable: %s: %s", e.subject, e.message)
+            raise FailedPrecondition("models", "this server's model catalog ($EDGETUNE_CATALOG) is broken; the "
+                                               "operator must fix it (see the server log)") from None

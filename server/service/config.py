@@ -1,4 +1,4 @@
-"""The server's settings and the paging every List RPC shares."""
+"""The server's settings."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 
 from edgetune.errors import InvalidArgument
 
-MAX_PAGE = 500
-
 
 @dataclass
 class ServerConfig:
@@ -18,9 +16,13 @@ class ServerConfig:
     data_dir: Path = Path("edgetune-data")
     slots: int = 1  # concurrent jobs; default: GPU count, 1 on CPU
     max_queued: int = 32  # queued jobs beyond which CreateJob is RESOURCE_EXHAUSTED
+    max_queued_per_principal: int = 16  # queued jobs one principal may have waiting
     max_upload_bytes: int = 2 * 1024**3
     max_archive_entries: int = 200_000
-    max_extracted_bytes: int = 20 * 1024**3
+    max_extracted_bytes: int = 20 * 1024**3  # one archive's files, also bounded by the storage quota
+    max_archive_ratio: float = 200.0  # uncompressed / compressed bytes an archive may claim (zip bombs)
+    storage_quota_bytes: int = 64 * 1024**3  # what one principal's datasets may hold on disk
+    upload_idle_s: float = 60.0  # an upload stream silent this long is dropped (DEADLINE_EXCEEDED)
     predictor_cache: int = 4  # warm ONNX Runtime sessions kept
     max_attempts: int = 3  # restarts a running job survives
     stall_timeout_s: float = 1800.0  # a worker with no event for this long is hung: killed, job FAILED
@@ -51,20 +53,3 @@ def server_gpus(spec: str) -> tuple[str, ...]:
     if visible is not None:
         return tuple(g.strip() for g in visible.split(",") if g.strip())[:count]
     return tuple(str(i) for i in range(count))
-
-
-def page_bounds(page_size: int, page_token: str) -> tuple[int, int]:
-    if page_size < 0:
-        raise InvalidArgument("page_size", "must be >= 0")
-    limit = min(page_size or 50, MAX_PAGE)
-    try:
-        offset = int(page_token) if page_token else 0
-        if not 0 <= offset < 2**62:
-            raise ValueError
-    except ValueError:
-        raise InvalidArgument("page_token", "not a token from this server") from None
-    return offset, limit
-
-
-def next_token(offset: int, limit: int, got: int) -> str:
-    return str(offset + limit) if got == limit else ""

@@ -9,16 +9,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
-from edgetune.errors import DataError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from edgetune.errors import DataError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, shown
 from edgetune.trainers.data.archives import extract_archive
 from edgetune.trainers.data.images import load_image_data
 from edgetune.trainers.data.report import DataReport
 from edgetune.trainers.data.texts import TextFields, detect_text_task, load_text_data
 
-from edgetune.server.service.config import ServerConfig, next_token, page_bounds
+from edgetune.server.auth import Principal
+from edgetune.server.service.config import ServerConfig
+from edgetune.server.service.paging import Page, page_of, page_request
 from edgetune.server.store import Store, new_id
 
 FORMATS = {"zip": ".zip", "tar.gz": ".tar.gz", "jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv"}
@@ -31,6 +35,40 @@ class Datasets:
 
     def __init__(self, config: ServerConfig, store: Store, data_dir: Path):
         self.config, self.store, self.root = config, store, data_dir / "datasets"
+        self._reserved: Counter[str] = Counter()  # bytes of uploads in progress, per principal
+        self._quota = threading.Lock()
+
+    def quota_left(self, principal: Principal, reserve: int = 0) -> int:
+        """Bytes ``principal`` may still store (uploads in progress count; admins have no quota).
+        ``reserve`` > 0 holds that many for an upload (ResourceExhausted when it does not fit)."""
+        if principal.admin:
+            return self.config.max_extracted_bytes
+        with self._quota:
+            used = self.store.stored_bytes(principal.name) + self._reserved[principal.name]
+            left = self.config.storage_quota_bytes - used
+            if reserve > left:
+                raise ResourceExhausted("header.total_size", f"{reserve} bytes would exceed your storage quota "
+                                                             f"({used} of {self.config.storage_quota_bytes} bytes "
+                                                             "used or being uploaded)")
+            self._reserved[principal.name] += reserve
+            return left
+
+    def release(self, principal: Principal, n: int) -> None:
+        if not principal.admin and n:
+            with self._quota:
+                self._reserved[principal.name] -= n
+
+    def commit(self, principal: Principal, held: int, row: dict) -> None:
+        """Store a dataset's row if its bytes still fit the quota, and give back what was held."""
+        with self._quota:
+            if not principal.admin:
+                self._reserved[principal.name] -= held
+                used = self.store.stored_bytes(principal.name) + self._reserved[principal.name]
+                if used + row["stored_bytes"] > self.config.storage_quota_bytes:
+                    raise ResourceExhausted("dataset", f"its {row['stored_bytes']} bytes on disk would exceed your "
+                                                       f"storage quota ({used} of "
+                                                       f"{self.config.storage_quota_bytes} bytes used)")
+            self.store.add_dataset(row)
 
     def clear_unfinished(self) -> None:
         """Remove uploads a previous server never finished (no row in the store)."""
@@ -39,23 +77,24 @@ class Datasets:
             if d.name not in known:
                 shutil.rmtree(d, ignore_errors=True)
 
-    def begin_upload(self, name: str, fmt: str, total_size: int, sha256: str,
+    def begin_upload(self, principal: Principal, name: str, fmt: str, total_size: int, sha256: str,
                      columns: dict[str, str] | None = None) -> Upload:
-        return Upload(self, name, fmt, total_size, sha256, columns or {})
+        return Upload(self, principal, name, fmt, total_size, sha256, columns or {})
 
-    def get(self, dataset_id: str) -> dict:
+    def get(self, dataset_id: str, principal: Principal) -> dict:
         row = self.store.get_dataset(dataset_id)
         if row is None:
-            raise NotFound("dataset_id", f"no dataset {dataset_id!r}")
+            raise NotFound("dataset_id", f"no dataset {shown(dataset_id)}")
+        principal.check_owner("dataset_id", row["owner"], "dataset")
         return row
 
-    def list(self, page_size: int, page_token: str) -> tuple[list[dict], str]:
-        offset, limit = page_bounds(page_size, page_token)
-        rows = self.store.list_datasets(offset, limit)
-        return rows, next_token(offset, limit, len(rows))
+    def list(self, principal: Principal, page_size: int, page_token: str) -> Page[dict]:
+        after, limit = page_request(page_size, page_token, "datasets")
+        rows = self.store.list_datasets(principal.owner_filter(), after, limit + 1)
+        return page_of(rows, limit, "datasets", lambda r: (r["create_time"], r["id"]))
 
-    def delete(self, dataset_id: str) -> None:
-        self.get(dataset_id)
+    def delete(self, dataset_id: str, principal: Principal) -> None:
+        self.get(dataset_id, principal)
         if not self.store.delete_dataset_if_unused(dataset_id):
             raise FailedPrecondition("dataset_id", "a queued or running job uses this dataset")
         shutil.rmtree(self.root / dataset_id, ignore_errors=True)
@@ -64,11 +103,11 @@ class Datasets:
 class Upload:
     """An upload in progress: bytes go to a temp file, hashed and counted as they arrive."""
 
-    def __init__(self, datasets: Datasets, name: str, fmt: str, total_size: int, sha256: str,
+    def __init__(self, datasets: Datasets, principal: Principal, name: str, fmt: str, total_size: int, sha256: str,
                  columns: dict[str, str]):
         cfg = datasets.config
-        if not name or len(name) > 128:
-            raise InvalidArgument("header.name", "must be 1-128 characters")
+        if not name or len(name) > 128 or not name.isprintable():
+            raise InvalidArgument("header.name", "must be 1-128 printable characters")
         if fmt not in FORMATS:
             raise InvalidArgument("header.format", f"must be one of {list(FORMATS)}")
         if total_size <= 0:
@@ -79,11 +118,15 @@ class Upload:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise InvalidArgument("header.sha256", "must be 64 lower-case hex digits")
         unknown = sorted(set(columns) - set(COLUMNS))
-        if unknown or (columns and fmt not in TEXT_FORMATS) or not all(columns.values()):
-            raise InvalidArgument("header.columns", f"text uploads may map {', '.join(COLUMNS)} to non-empty "
-                                                    f"column names; got {columns}")
+        if unknown or (columns and fmt not in TEXT_FORMATS) or not all(columns.values()) or \
+                any(len(v) > 128 for v in columns.values()):
+            raise InvalidArgument("header.columns", f"text uploads may map {', '.join(COLUMNS)} to column names of "
+                                                    f"1-128 characters; got {shown(str(columns), 200)}")
         self.fields = TextFields(**columns)
         self.datasets, self.name, self.fmt, self.total_size, self.sha256 = datasets, name, fmt, total_size, sha256
+        self.principal = principal
+        self.quota_left = datasets.quota_left(principal, reserve=total_size)  # given back by abort/finish
+        self.held = total_size
         self.id = new_id("ds")
         self.dir = datasets.root / self.id
         self.dir.mkdir(parents=True)
@@ -100,6 +143,8 @@ class Upload:
         self._file.write(chunk)
 
     def abort(self) -> None:
+        self.datasets.release(self.principal, self.held)
+        self.held = 0
         self._file.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -110,31 +155,39 @@ class Upload:
         if self._hash.hexdigest() != self.sha256:
             raise InvalidArgument("header.sha256", "does not match the uploaded bytes")
         if self.fmt in TEXT_FORMATS:
-            root, summary = self.archive, {**_text_summary(self.archive, self.name, self.fields),
-                                           "columns": dataclasses.asdict(self.fields)}
+            root, stored, summary = self.archive, self.received, {
+                **_text_summary(self.archive, self.name, self.fields), "columns": dataclasses.asdict(self.fields)}
         else:
-            root, summary = self._image_dataset()
+            root, stored, summary = self._image_dataset()
         row = {"id": self.id, "name": self.name, "format": self.fmt, "size_bytes": self.received,
-               "sha256": self.sha256, "create_time": time.time(), "report": summary, "path": str(root)}
-        self.datasets.store.add_dataset(row)
+               "sha256": self.sha256, "create_time": time.time(), "report": summary, "path": str(root),
+               "owner": self.principal.name, "stored_bytes": stored}
+        held, self.held = self.held, 0  # commit gives it back, stored or not
+        self.datasets.commit(self.principal, held, row)
         return self.datasets.store.get_dataset(self.id)
 
-    def _image_dataset(self) -> tuple[Path, dict]:
+    def _image_dataset(self) -> tuple[Path, int, dict]:
         cfg = self.datasets.config
+        bound = min(cfg.max_extracted_bytes, self.quota_left)
         try:
-            files = extract_archive(self.archive, self.dir / "files", cfg.max_archive_entries,
-                                    cfg.max_extracted_bytes)
+            files = extract_archive(self.archive, self.dir / "files", cfg.max_archive_entries, bound,
+                                    max_ratio=cfg.max_archive_ratio)
         except DataError as e:  # name the upload, not the server's path
-            raise DataError("dataset", e.message) from None
+            raise DataError("dataset", e.message.replace(str(self.archive), self.name)) from None
         self.archive.unlink()
+        stored = sum(f.stat().st_size for f in files.rglob("*") if f.is_file())
         root = _single_root(files)
         try:
             _, _, report = load_image_data(str(root), None, 32, 0.2, skip_corrupt=False, seed=0, cache="off",
                                         cache_root=cfg.cache_root())
-        except DataError as e:
-            raise DataError(e.subject.replace(str(root) + "/", "") if e.subject != "data.path" else "dataset",
-                            e.message.replace(str(root) + "/", ""), e.files) from None
-        return root, _summary(report)
+        except DataError as e:  # paths inside the upload, relative to its top folder
+            def inside(text: str) -> str:
+                for prefix in (str(root) + "/", str(root), str(files) + "/", str(files)):
+                    text = text.replace(prefix, "")
+                return text
+            raise DataError("dataset" if e.subject in ("data.path", str(root), str(files)) else inside(e.subject),
+                            inside(e.message), [inside(f) for f in e.files]) from None
+        return root, stored, _summary(report)
 
 
 def _text_summary(path: Path, name: str, fields: TextFields) -> dict:

@@ -15,13 +15,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgetune.errors import EdgetuneError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, WeightsError
+from edgetune.errors import (EdgetuneError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted,
+                             WeightsError, shown)
 from edgetune.export.bundle import preflight
 from edgetune.export.specs import parse_precisions
 
+from edgetune.server.auth import Principal
 from edgetune.server.export_worker import ARTIFACT, write_artifact
 from edgetune.server.runner import JobRunner
-from edgetune.server.service.config import next_token, page_bounds
+from edgetune.server.service.paging import Page, page_of, page_request
 from edgetune.server.service.jobs import Jobs, follow_events
 from edgetune.server.store import FAILED, SUCCEEDED, TERMINAL, EventRow, Store, new_id
 
@@ -32,18 +34,19 @@ MAX_BATCH = 64  # exports per BatchExportModels request
 class Exports:
     """Bundles under ``DATA_DIR/exports/<id>/bundle``; a failed gate keeps ``bundle.invalid`` for diagnosis."""
 
-    def __init__(self, store: Store, runner: JobRunner, data_dir: Path, jobs: Jobs, max_queued: int = 32):
+    def __init__(self, store: Store, runner: JobRunner, data_dir: Path, jobs: Jobs, max_queued: int = 32,
+                 max_queued_per_principal: int = 16):
         self.store, self.runner, self.data_dir, self.jobs = store, runner, data_dir, jobs
-        self.max_queued = max_queued
+        self.max_queued, self.max_queued_per_principal = max_queued, max_queued_per_principal
         self._artifact_lock = threading.Lock()
 
-    def create(self, job_id: str, atol: float | None = None, rtol: float | None = None,
+    def create(self, principal: Principal, job_id: str, atol: float | None = None, rtol: float | None = None,
                allow_degenerate: bool = False, precisions: list[str] | None = None) -> dict:
         """Queue an export (or return the same one already asked for); raises what the export
         would refuse, before queueing it."""
+        job = self.jobs.get(job_id, principal)  # who may, before what is asked
         options = {"precisions": parse_precisions(precisions or []), "allow_degenerate": bool(allow_degenerate),
                    "atol": atol, "rtol": rtol}
-        job = self.jobs.get(job_id)
         if job.state != SUCCEEDED:
             raise FailedPrecondition("job_id", f"job is {job.state}; only SUCCEEDED jobs can be exported")
         try:
@@ -55,15 +58,22 @@ class Exports:
         key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:32]
         export_id = new_id("exp")
         try:
-            row, created = self.store.add_export(export_id, job_id, options, key,
-                                                 str(self.runner.export_dir(export_id) / "bundle"), self.max_queued)
+            # The export belongs to the job's owner (an admin exporting alice's job makes alice's
+            # export), so asking again finds it whoever asks.
+            row, created = self.store.add_export(
+                export_id, job_id, options, key, str(self.runner.export_dir(export_id) / "bundle"), self.max_queued,
+                job.owner, None if principal.admin else self.max_queued_per_principal)
         except OverflowError:
             raise ResourceExhausted("queue", f"{self.max_queued} exports are already queued") from None
+        except PermissionError:
+            raise ResourceExhausted("queue", f"you already have {self.max_queued_per_principal} exports queued "
+                                             "(the per-principal quota)") from None
         if created:
             self.runner.wake()
         return row
 
-    def create_many(self, requests: list[dict]) -> list[tuple[dict | None, EdgetuneError | None]]:
+    def create_many(self, principal: Principal, requests: list[dict]
+                    ) -> list[tuple[dict | None, EdgetuneError | None]]:
         """``create`` for each request, independently: one refused never stops the others."""
         if not requests:
             raise InvalidArgument("requests", "at least one export is required")
@@ -72,31 +82,36 @@ class Exports:
         out = []
         for i, r in enumerate(requests):
             try:
-                out.append((self.create(**r), None))
+                out.append((self.create(principal, **r), None))
             except EdgetuneError as e:
                 out.append((None, type(e)(f"requests[{i}].{e.subject}", e.message)))
         return out
 
-    def get(self, export_id: str) -> dict:
+    def get(self, export_id: str, principal: Principal | None = None) -> dict:
+        """An export; ``principal`` must own it (None: the inference path, which serves any export)."""
         row = self.store.get_export(export_id)
         if row is None:
-            raise NotFound("export_id", f"no export {export_id!r}")
+            raise NotFound("export_id", f"no export {shown(export_id)}")
+        if principal is not None:
+            principal.check_owner("export_id", row["owner"], "export")
         return row
 
-    def list(self, job_id: str, page_size: int, page_token: str) -> tuple[list[dict], str]:
-        offset, limit = page_bounds(page_size, page_token)
-        rows = self.store.list_exports(job_id or None, offset, limit)
-        return rows, next_token(offset, limit, len(rows))
+    def list(self, principal: Principal, job_id: str, page_size: int, page_token: str) -> Page[dict]:
+        listing = f"exports:{job_id}"
+        after, limit = page_request(page_size, page_token, listing)
+        rows = self.store.list_exports(principal.owner_filter(), job_id or None, after, limit + 1)
+        return page_of(rows, limit, listing, lambda r: (r["create_time"], r["id"]))
 
-    def watch(self, export_id: str, after_event_id: int, is_active=lambda: True,
+    def watch(self, export_id: str, principal: Principal, after_event_id: int, is_active=lambda: True,
               poll_s: float = 0.25) -> Iterator[EventRow]:
         """Events after ``after_event_id``, then live ones until the export is finished."""
-        self.get(export_id)
+        self.get(export_id, principal)
         return follow_events(self.store, export_id, lambda: self.get(export_id)["state"] in TERMINAL,
                              after_event_id, is_active, poll_s)
 
-    def artifact_chunks(self, export_id: str) -> Iterator[tuple[bytes, int, str]]:
+    def artifact_chunks(self, export_id: str, principal: Principal) -> Iterator[tuple[bytes, int, str]]:
         """(data, offset, sha256-on-last) pieces of the bundle's deterministic tar, read from disk."""
+        self.get(export_id, principal)
         row = self.valid(export_id)
         path = Path(row["path"]).parent / ARTIFACT
         digest = row["artifact_sha256"]

@@ -1,18 +1,45 @@
-"""Inference over exported bundles: warm predictors (``edgetune.runtime``) kept in a small LRU cache."""
+"""Inference over exported bundles: warm predictors (``edgetune.runtime``) kept in a small LRU cache.
+
+Two front doors share them: ``predict`` / ``generate`` (edgetune.v1.Inference) and the tensor
+calls of the Open Inference Protocol (``model_info``, ``infer``), so both compute the same numbers.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from edgetune.errors import FailedPrecondition, InvalidArgument
-from edgetune.runtime import PREDICTORS, Predictor, TextGenerator, TextPredictor, load_predictor
+import numpy as np
+
+from edgetune.errors import EdgetuneError, FailedPrecondition, InvalidArgument, NotFound, shown
+from edgetune.runtime import (PREDICTORS, ImagePredictor, Prediction, Predictor, TextGenerator, TextPredictor,
+                              load_predictor)
+from edgetune.runtime.scores import predictions
 
 from edgetune.server.service.config import ServerConfig
 from edgetune.server.service.exports import Exports
 
 MAX_PREDICT_INPUTS = 64
+OUTPUTS = ("probabilities", "logits", "class_index", "label")  # what ``infer`` returns, in this order
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    datatype: str  # the Open Inference Protocol's names: FP32, INT64, BYTES
+    shape: tuple[int, ...]  # -1: any size
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a client needs to call ``infer`` on an export."""
+
+    name: str
+    versions: tuple[str, ...]  # the export's variants; the first is its default
+    inputs: tuple[Tensor, ...]  # any one of them (image exports: encoded images or pixels)
+    outputs: tuple[Tensor, ...]
 
 
 class Inference:
@@ -24,9 +51,10 @@ class Inference:
         self._predictors_lock = threading.Lock()
 
     def predict(self, export_id: str, images: list[bytes], top_k: int, texts: list[str] | None = None,
-                variant: str | None = None) -> list[list[tuple[str, float]]]:
-        """Top-k labels per image (image exports) or per text (text classification exports), from
-        ``variant`` of the export (default: its manifest's default variant)."""
+                variant: str | None = None) -> list[Prediction]:
+        """A prediction (top-k labels with class indices, the logits) per image (image exports) or
+        per text (text classification exports), from ``variant`` of the export (default: its
+        manifest's default variant)."""
         texts = texts or []
         field, n = ("texts", len(texts)) if texts else ("images", len(images))
         if images and texts:
@@ -44,9 +72,12 @@ class Inference:
         if is_text != bool(texts):
             kind = "text" if is_text else "image"
             raise InvalidArgument(field, f"export {export_id} is a {kind} classifier; send {kind}s")
-        k = min(top_k or 5, len(predictor.labels))
-        predictions = predictor.predict_texts(texts, top_k=k) if is_text else predictor.predict_encoded(images, top_k=k)
-        return [p.top for p in predictions]
+        classes = len(predictor.labels)
+        if top_k > classes:
+            raise InvalidArgument("top_k", f"export {export_id} has {classes} classes; top_k must be 1-{classes} "
+                                           "(0: 5, or all when fewer)")
+        k = top_k or min(5, classes)
+        return predictor.predict_texts(texts, top_k=k) if is_text else predictor.predict_encoded(images, top_k=k)
 
     def generate(self, export_id: str, prompt: str, max_new_tokens: int) -> Iterator[tuple[int, str]]:
         """(token id, text piece) per new token of a greedy completion."""
@@ -58,6 +89,76 @@ class Inference:
         if not isinstance(generator, TextGenerator):
             raise FailedPrecondition("export_id", f"export {export_id} is a classifier; use Predict")
         return generator.stream(prompt, max_new_tokens or None)
+
+    def model_info(self, export_id: str) -> ModelInfo:
+        """An export as an Open Inference Protocol model; FailedPrecondition for one that is not a
+        classifier or not valid, NotFound for an unknown id."""
+        predictor = self._classifier(export_id, None)
+        manifest = predictor.manifest
+        default = manifest.get("default_variant") or "fp32"
+        versions = (default, *(v for v in (manifest.get("variants") or {"fp32": {}}) if v != default))
+        classes = len(predictor.labels)
+        if isinstance(predictor, TextPredictor):
+            inputs = (Tensor("text", "BYTES", (-1,)),)
+        else:
+            size = predictor.preprocessing.size
+            inputs = (Tensor("image", "BYTES", (-1,)), Tensor(predictor.input_name, "FP32", (-1, 3, size, size)))
+        outputs = (Tensor("probabilities", "FP32", (-1, classes)), Tensor("logits", "FP32", (-1, classes)),
+                   Tensor("class_index", "INT64", (-1,)), Tensor("label", "BYTES", (-1,)))
+        return ModelInfo(export_id, versions, inputs, outputs)
+
+    def ready(self, export_id: str, version: str) -> bool:
+        try:
+            versions = self.model_info(export_id).versions
+        except EdgetuneError:
+            return False
+        return not version or version in versions
+
+    def infer(self, export_id: str, version: str, inputs: dict[str, np.ndarray | list[bytes]]
+              ) -> dict[str, np.ndarray | list[bytes]]:
+        """Run an export on one input tensor, named as ``model_info`` says: every output of
+        ``OUTPUTS``, computed as ``predict`` computes them (the same predictions, all classes)."""
+        if version and version not in self.model_info(export_id).versions:
+            raise NotFound("model_version", f"export {export_id} has no variant {shown(version)}")
+        predictor = self._classifier(export_id, version or None)
+        if len(inputs) != 1:
+            raise InvalidArgument("inputs", f"send exactly one input tensor, got {len(inputs)}")
+        (name, value), = inputs.items()
+        n = len(value)
+        if not 1 <= n <= MAX_PREDICT_INPUTS:
+            raise InvalidArgument(f"inputs.{name}", f"1 to {MAX_PREDICT_INPUTS} items per request, got {n}")
+        classes = len(predictor.labels)
+        if isinstance(predictor, TextPredictor) and name == "text":
+            try:
+                texts = [b.decode("utf-8") for b in value]
+            except (UnicodeDecodeError, AttributeError):
+                raise InvalidArgument("inputs.text", "every element must be UTF-8 bytes") from None
+            found = predictor.predict_texts(texts, top_k=classes)
+        elif isinstance(predictor, ImagePredictor) and name == "image":
+            found = predictor.predict_encoded(list(value), top_k=classes)
+        elif isinstance(predictor, ImagePredictor) and name == predictor.input_name:
+            size = predictor.preprocessing.size
+            if value.dtype != np.float32 or value.shape[1:] != (3, size, size):
+                raise InvalidArgument(f"inputs.{name}", f"expected FP32 [N, 3, {size}, {size}], got "
+                                                        f"{value.dtype} {list(value.shape)}")
+            found = predictions([f"{name}[{i}]" for i in range(n)], predictor.logits(value), predictor.labels,
+                                classes)
+        else:
+            wanted = ", ".join(t.name for t in self.model_info(export_id).inputs)
+            raise InvalidArgument("inputs", f"export {export_id} takes one of: {wanted}; got {shown(name)}")
+        probabilities = np.zeros((n, classes), np.float32)
+        for row, p in zip(probabilities, found):
+            row[p.indices] = [s for _, s in p.top]
+        return {"probabilities": probabilities, "logits": np.array([p.logits for p in found], np.float32),
+                "class_index": np.array([p.indices[0] for p in found], np.int64),
+                "label": [p.top[0][0].encode() for p in found]}
+
+    def _classifier(self, export_id: str, variant: str | None) -> ImagePredictor | TextPredictor:
+        predictor = self._runtime(export_id, variant)
+        if not isinstance(predictor, (ImagePredictor, TextPredictor)):
+            raise FailedPrecondition("model_name", f"export {export_id} generates text: not served as a tensor "
+                                                   "model (use Generate)")
+        return predictor
 
     def _runtime(self, export_id: str, variant: str | None = None) -> Predictor:
         key = (export_id, variant)

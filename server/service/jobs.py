@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from edgetune.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
-from edgetune.tasks import IMAGE_CLASSIFICATION
+from edgetune.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, shown
+from edgetune.tasks import IMAGE_CLASSIFICATION, get_task
 
+from edgetune.server.auth import Principal
 from edgetune.server.jobspec import train_config
 from edgetune.server.runner import JobRunner
-from edgetune.server.service.config import ServerConfig, next_token, page_bounds
+from edgetune.server.service.config import ServerConfig
+from edgetune.server.service.paging import Page, page_of, page_request
 from edgetune.server.service.datasets import Datasets
 from edgetune.server.store import TERMINAL, EventRow, JobRow, Store, new_id
 
@@ -21,24 +23,30 @@ class Jobs:
     def __init__(self, config: ServerConfig, store: Store, runner: JobRunner, datasets: Datasets):
         self.config, self.store, self.runner, self.datasets = config, store, runner, datasets
 
-    def create(self, request: dict, idempotency_key: str = "") -> JobRow:
-        if len(idempotency_key) > 128:
-            raise InvalidArgument("idempotency_key", "must be at most 128 characters")
-        dataset = self.datasets.get(request.get("dataset_id", ""))
+    def create(self, request: dict, principal: Principal, idempotency_key: str = "") -> JobRow:
+        if len(idempotency_key) > 128 or not idempotency_key.isprintable():
+            raise InvalidArgument("idempotency_key", "must be at most 128 printable characters")
+        dataset = self.datasets.get(request.get("dataset_id", ""), principal)
         kind = dataset["report"].get("task", IMAGE_CLASSIFICATION)
         if kind != request.get("task"):
             raise InvalidArgument("dataset_id", f"dataset {dataset['id']} holds {kind} data; the job's task is "
                                                 f"{request.get('task')}")
         cfg = train_config(request, dataset["path"], dataset["report"].get("columns"))
-        request = {**request, "gpus": self._gpus(request.get("gpus", 0))}
+        request = {**request, "gpus": self._gpus(request.get("gpus", 0)), "resolved": resolved(cfg)}
         try:
             job, created = self.store.add_job(new_id("job"), request, dataset["id"], idempotency_key or None,
-                                              cfg.optim.epochs, self.config.max_queued)
+                                              cfg.optim.epochs, self.config.max_queued, principal.name,
+                                              None if principal.admin else self.config.max_queued_per_principal)
         except OverflowError:
             raise ResourceExhausted("queue", f"{self.config.max_queued} jobs are already queued") from None
+        except PermissionError:
+            raise ResourceExhausted("queue", f"you already have {self.config.max_queued_per_principal} jobs "
+                                             "queued (the per-principal quota)") from None
         except LookupError:
             raise NotFound("dataset_id", f"dataset {dataset['id']!r} was just deleted") from None
-        if not created and job.request != request:
+        if not created and job.owner != principal.name:  # keys are per principal; never another's job
+            raise AlreadyExists("idempotency_key", "already used by another principal's job")
+        if not created and _asked(job.request) != _asked(request):
             raise AlreadyExists("idempotency_key", f"already used by job {job.id} with a different request")
         self.runner.wake()
         return job
@@ -52,29 +60,50 @@ class Jobs:
             raise InvalidArgument("gpus", f"this server hands out {have} GPU(s), the job asks for {asked}")
         return asked or min(have, 1)
 
-    def get(self, job_id: str) -> JobRow:
+    def get(self, job_id: str, principal: Principal) -> JobRow:
         job = self.store.get_job(job_id)
         if job is None:
-            raise NotFound("job_id", f"no job {job_id!r}")
+            raise NotFound("job_id", f"no job {shown(job_id)}")
+        principal.check_owner("job_id", job.owner, "job")
         return job
 
-    def list(self, state: str | None, page_size: int, page_token: str) -> tuple[list[JobRow], str]:
-        offset, limit = page_bounds(page_size, page_token)
-        rows = self.store.list_jobs(state, offset, limit)
-        return rows, next_token(offset, limit, len(rows))
+    def list(self, principal: Principal, state: str | None, page_size: int, page_token: str) -> Page[JobRow]:
+        listing = f"jobs:{state or ''}"
+        after, limit = page_request(page_size, page_token, listing)
+        rows = self.store.list_jobs(principal.owner_filter(), state, after, limit + 1)
+        return page_of(rows, limit, listing, lambda r: (r.create_time, r.id))
 
-    def cancel(self, job_id: str) -> JobRow:
-        job = self.get(job_id)
+    def cancel(self, job_id: str, principal: Principal) -> JobRow:
+        """Cancel a job: a queued one at once (CANCELLED in the reply), a running one at its next
+        step (the reply is still RUNNING with ``cancel_requested``; WatchJob shows CANCELLED)."""
+        job = self.get(job_id, principal)
         if job.state not in TERMINAL:
             self.runner.cancel(job_id)
-        return self.get(job_id)
+        return self.get(job_id, principal)
 
-    def watch(self, job_id: str, after_event_id: int, is_active=lambda: True,
-                  poll_s: float = 0.25) -> Iterator[EventRow]:
+    def watch(self, job_id: str, principal: Principal, after_event_id: int, is_active=lambda: True,
+              poll_s: float = 0.25) -> Iterator[EventRow]:
         """Events after ``after_event_id``, then live ones until the job is finished."""
-        self.get(job_id)
-        return follow_events(self.store, job_id, lambda: self.get(job_id).state in TERMINAL, after_event_id,
-                             is_active, poll_s)
+        self.get(job_id, principal)
+        return follow_events(self.store, job_id, lambda: self.store.get_job(job_id).state in TERMINAL,
+                             after_event_id, is_active, poll_s)
+
+
+def resolved(cfg) -> dict:
+    """A job's settings with every default filled in, in the API's Hyperparameters names."""
+    image = get_task(cfg.task).modality == "image"
+    out = {"epochs": cfg.optim.epochs, "learning_rate": cfg.optim.lr, "batch_size": cfg.optim.batch_size,
+           "optimizer": cfg.optim.optimizer, "weight_decay": cfg.optim.weight_decay,
+           "label_smoothing": cfg.optim.label_smoothing, "early_stopping_patience": cfg.optim.early_stopping_patience,
+           "seed": cfg.seed}
+    out.update({"image_size": cfg.data.image_size, "augment": cfg.data.augment} if image
+               else {"max_length": cfg.data.max_length})
+    return out
+
+
+def _asked(request: dict) -> dict:
+    """What a client asked (stored requests also hold what the server resolved from it)."""
+    return {k: v for k, v in request.items() if k != "resolved"}
 
 
 def follow_events(store: Store, subject_id: str, finished, after_event_id: int, is_active, poll_s: float

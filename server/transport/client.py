@@ -28,12 +28,61 @@ TEXT_FORMATS = {".jsonl": datasets_pb2.DATASET_FORMAT_JSONL, ".csv": datasets_pb
                 ".tsv": datasets_pb2.DATASET_FORMAT_TSV}
 
 
-class EdgetuneClient:
-    """Thin wrapper over the generated stubs. Methods raise ``grpc.RpcError`` on failure."""
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call (TLS or not: loopback servers may use
+    tokens without TLS, where grpc's call credentials refuse to run)."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", channel: grpc.Channel | None = None):
-        self.channel = channel or grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)])
+    def __init__(self, token: str):
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details):
+        return details._replace(metadata=[*(details.metadata or ()), self.header])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+def open_channel(target: str, token: str | None = None, tls_ca: str | Path | None = None,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+                 server_name: str | None = None) -> grpc.Channel:
+    """A channel to an edgetune server: TLS when ``tls_ca`` is given (the CA that signed the
+    server's certificate; ``tls_cert``/``tls_key`` add a client certificate for mTLS), plaintext
+    otherwise; ``token`` rides on every call. ``server_name`` overrides the name the server's
+    certificate is checked against (default: the target's host)."""
+    options = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
+    if tls_ca:
+        if bool(tls_cert) != bool(tls_key):
+            raise ValueError("a client certificate needs both tls_cert and tls_key")
+        creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes(),
+                                             Path(tls_key).read_bytes() if tls_key else None,
+                                             Path(tls_cert).read_bytes() if tls_cert else None)
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        channel = grpc.secure_channel(target, creds, options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=options)
+    return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
+
+
+class EdgetuneClient:
+    """Thin wrapper over the generated stubs. Methods raise ``grpc.RpcError`` on failure.
+
+    ``token`` and the TLS files are ``open_channel``'s; pass ``channel`` to bring your own."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", channel: grpc.Channel | None = None,
+                 token: str | None = None, tls_ca: str | Path | None = None, tls_cert: str | Path | None = None,
+                 tls_key: str | Path | None = None, server_name: str | None = None):
+        self.channel = channel or open_channel(target, token, tls_ca, tls_cert, tls_key, server_name)
         self.datasets = datasets_pb2_grpc.DatasetsStub(self.channel)
         self.jobs = jobs_pb2_grpc.JobsStub(self.channel)
         self.models = models_pb2_grpc.ModelsStub(self.channel)
@@ -189,11 +238,12 @@ class EdgetuneClient:
             tf.extractall(out, filter="data")
         return out / export_id
 
-    def predict(self, export_id: str, images: list[bytes] = (), top_k: int = 5, timeout: float = 30,
-                texts: list[str] = (), variant: str = ""):
-        """Top-k labels per image (image exports) or per text (text classification exports)."""
+    def predict(self, export_id: str, images: list[bytes] = (), top_k: int = 0, timeout: float = 30,
+                texts: list[str] = (), variant: str = "", include_logits: bool = False):
+        """Per image (image exports) or text (text classification exports): the top-k classes
+        (label, score, index; ``top_k`` 0: 5, or all when fewer) and, asked for, the logits."""
         req = inference_pb2.PredictRequest(export_id=export_id, images=list(images), texts=list(texts), top_k=top_k,
-                                           variant=variant)
+                                           variant=variant, include_logits=include_logits)
         return self.inference.Predict(req, timeout=timeout).results
 
     def generate(self, export_id: str, prompt: str, max_new_tokens: int = 0, timeout: float = 120

@@ -57,7 +57,10 @@ def job(row) -> jobs_pb2.Job:
                        dataset_id=row.dataset_id, idempotency_key=row.idempotency_key or "",
                        error=row.error, epoch=row.epoch, epochs=row.epochs, attempts=row.attempts,
                        create_time=ts(row.create_time), start_time=ts(row.start_time), end_time=ts(row.end_time),
-                       warnings=row.warnings, gpus=r.get("gpus", 0))
+                       warnings=row.warnings, gpus=r.get("gpus", 0), owner=row.owner,
+                       cancel_requested=row.cancel_requested)
+    if r.get("resolved"):
+        msg.resolved_hyperparameters.CopyFrom(jobs_pb2.Hyperparameters(**r["resolved"]))
     if row.best:
         msg.best.CopyFrom(epoch_metrics(row.best))
     return msg
@@ -101,7 +104,7 @@ def dataset(row: dict) -> datasets_pb2.Dataset:
         leaked_images=rep["leaked_images"], warnings=rep["warnings"],
         task=_INV["task"][rep.get("task", tasks.IMAGE_CLASSIFICATION)], rows=rep.get("rows", 0))
     return datasets_pb2.Dataset(id=row["id"], name=row["name"], format=_INV["format"][row["format"]],
-                                size_bytes=row["size_bytes"], sha256=row["sha256"],
+                                size_bytes=row["size_bytes"], sha256=row["sha256"], owner=row.get("owner", ""),
                                 create_time=ts(row["create_time"]), report=report)
 
 
@@ -111,11 +114,12 @@ def export_request(r: exports_pb2.ExportModelRequest) -> dict:
             "precisions": list(r.precisions)}
 
 
-def export(row: dict) -> exports_pb2.Export:
+def export(row: dict, labels: bool = True) -> exports_pb2.Export:
     m = row["manifest"] or {}
     parity = m.get("parity") or {}
     msg = exports_pb2.Export(id=row["id"], job_id=row["job_id"], create_time=ts(row["create_time"]),
-                             valid=row["valid"], labels=m.get("labels", []), state=_INV["state"][row["state"]],
+                             valid=row["valid"], labels=m.get("labels", []) if labels else [],
+                             state=_INV["state"][row["state"]], owner=row.get("owner", ""),
                              precisions=(row.get("options") or {}).get("precisions", []),
                              image_size=(m.get("preprocessing") or {}).get("size", 0), opset=m.get("opset", 0),
                              error=row["error"], task=_INV["task"].get(m.get("task"), 0),

@@ -58,3 +58,21 @@ class FailedPrecondition(EdgetuneError):
 
 class ResourceExhausted(EdgetuneError):
     """A quota or queue bound would be exceeded."""
+
+
+class PermissionDenied(EdgetuneError):
+    """The caller is known but may not do this (a scope it lacks, a resource another principal owns)."""
+
+
+class Unauthenticated(EdgetuneError):
+    """The caller did not prove who it is (no token, or a token the server does not know)."""
+
+
+def shown(value: str, limit: int = 64) -> str:
+    """A client-supplied string quoted for an error message, cut to ``limit`` characters: a
+    16 KB id echoed back would otherwise overflow gRPC's trailer and hide the real error."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
+
+
+class DeadlineExceeded(EdgetuneError):
+    """A time bound ran out (e.g. an upload stream that went silent)."""

@@ -5,6 +5,7 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from edgetune.v1 import datasets_pb2, jobs_pb2
@@ -56,7 +57,16 @@ def test_health_and_reflection(small_server):
         assert status == health_pb2.HealthCheckResponse.SERVING
     services = set(ProtoReflectionDescriptorDatabase(client.channel).get_services())
     assert {"edgetune.v1.Datasets", "edgetune.v1.Jobs", "edgetune.v1.Models", "edgetune.v1.Exports",
-            "edgetune.v1.Inference", "grpc.health.v1.Health"} <= services
+            "edgetune.v1.Inference", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= services
+    # Reflection v1 (what current grpcurl asks for) answers with the same messages as v1alpha.
+    v1 = client.channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                      reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                      reflection_pb2.ServerReflectionResponse.FromString)
+    [listed, symbol] = list(v1(iter([reflection_pb2.ServerReflectionRequest(list_services=""),
+                                     reflection_pb2.ServerReflectionRequest(file_containing_symbol="edgetune.v1.Jobs")]),
+                               timeout=10))
+    assert {s.name for s in listed.list_services_response.service} == services
+    assert symbol.file_descriptor_response.file_descriptor_proto
 
 
 def test_reflection_is_off_by_default(server):

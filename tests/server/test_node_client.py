@@ -53,3 +53,37 @@ def test_node_client_classifies_text(server, tmp_path):
     assert out["maxLength"] == 32 and "peft unmerged vs onnxruntime" in out["compared"]
     assert len(out["results"]) == 2 and all(len(r["top"]) == 2 for r in out["results"])
     assert {t["label"] for r in out["results"] for t in r["top"]} <= {"food", "sport", "tech"}
+
+
+def test_node_client_with_a_token_over_mutual_tls(tmp_path):
+    from tests.server.certs import CA
+    from tests.server.conftest import ServerProcess
+    from tests.server.test_security import add_token
+
+    ca = CA(tmp_path / "pki")
+    cert, mine = ca.issue("server", "localhost", server=True), ca.issue("client", "node", server=False)
+    token = add_token(tmp_path / "tokens.yaml", "node-user", "jobs")
+    server = ServerProcess(tmp_path / "data", "--auth-tokens", str(tmp_path / "tokens.yaml"), "--tls-cert",
+                           str(cert.cert), "--tls-key", str(cert.key), "--tls-client-ca", str(ca.pem)).start()
+    script = ("import { EdgetuneClient } from './client.js';"
+              "const [target, token, ca, cert, key] = process.argv.slice(1);"
+              "const tls = { tlsCa: ca, tlsCert: cert, tlsKey: key, serverName: 'localhost' };"
+              "const out = {};"
+              "const c = new EdgetuneClient(target, { token, ...tls });"
+              "out.models = (await c.listBaseModels()).length;"
+              "try { await c.getJob('job-missing'); } catch (e) { out.missing = e.code; }"
+              "c.close();"
+              "const anon = new EdgetuneClient(target, tls);"
+              "try { await anon.listBaseModels(); } catch (e) { out.anonymous = e.code; out.details = e.details; }"
+              "anon.close();"
+              "console.log(JSON.stringify(out));")
+    try:
+        proc = subprocess.run(["node", "--input-type=module", "-e", script, server.target, token, str(ca.pem),
+                               str(mine.cert), str(mine.key)], cwd=NODE_DIR, capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["models"] >= 8 and out["missing"] == 5  # NOT_FOUND
+    assert out["anonymous"] == 16 and out["details"].startswith("authorization:")  # UNAUTHENTICATED

@@ -88,12 +88,18 @@ def _operator_entries() -> dict[str, CatalogEntry]:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise WeightsError(path, f"cannot read the operator catalog: {e}") from None
+    models = doc.get("models") if isinstance(doc, dict) else None
+    if not isinstance(models, dict | None):
+        raise WeightsError(path, "the operator catalog must hold a 'models' mapping")
     entries = {}
-    for name, e in (doc.get("models") or {}).items():
+    for name, e in (models or {}).items():
         if not isinstance(e, dict) or "arch" not in e or "path" not in e:
             raise WeightsError(path, f"entry {name!r} needs 'arch' and 'path'")
         if e["arch"] not in TEXT_ARCHITECTURES:
-            get_arch(e["arch"])
+            try:
+                get_arch(e["arch"])
+            except InvalidArgument as err:
+                raise WeightsError(path, f"entry {name!r}: {err.message}") from None
         p = Path(e["path"]).expanduser()
         entries[name] = CatalogEntry(name=name, arch=e["arch"], description=e.get("description", ""),
                                      locate=lambda p=p: p if p.exists() else None,

@@ -135,12 +135,9 @@ _TEXT_TASKS = {"classification": TEXT_CLASSIFICATION, "generation": TEXT_GENERAT
 
 
 def _yaml_task(path: str | None) -> str | None:
-    import yaml
+    from edgetune.trainers.config import read_yaml
 
-    try:
-        tree = yaml.safe_load(open(path)) if path else None
-    except (OSError, yaml.YAMLError):
-        return None  # load_config reports the unreadable file
+    tree = read_yaml(path, "config") if path else None
     return tree.get("task") if isinstance(tree, dict) else None
 
 
@@ -328,13 +325,13 @@ def _demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    from edgetune.cli.remote import run_remote, run_serve
+    from edgetune.cli.remote import run_remote, run_serve, run_token
     from edgetune.quiet import quiet_libraries
 
     quiet_libraries(args.verbose)
     handlers = {"train": _train, "export": _export, "predict": _predict, "generate": _generate, "models": _models,
                 "demo": _demo,
-                "data": lambda a: _digits(a), "serve": run_serve, "remote": run_remote}
+                "data": lambda a: _digits(a), "serve": run_serve, "remote": run_remote, "token": run_token}
     from edgetune.launch import record_exit
 
     try:

@@ -25,13 +25,39 @@ def add_parsers(sub) -> None:
     serve.add_argument("--gpus", default=_env("EDGETUNE_GPUS", "auto"),
                        help="GPUs handed to jobs: auto (all this process sees), none, or ids such as 0,1,3")
     serve.add_argument("--max-queued", type=int, default=_env("EDGETUNE_MAX_QUEUED", 32))
+    serve.add_argument("--max-queued-per-principal", type=int, default=_env("EDGETUNE_MAX_QUEUED_PER_PRINCIPAL", 16))
     serve.add_argument("--max-upload-mb", type=int, default=_env("EDGETUNE_MAX_UPLOAD_MB", 2048))
+    serve.add_argument("--storage-quota-mb", type=int, default=_env("EDGETUNE_STORAGE_QUOTA_MB", 65536),
+                       help="what one principal's datasets may hold on disk")
+    serve.add_argument("--upload-idle-s", type=float, default=_env("EDGETUNE_UPLOAD_IDLE_S", 60.0),
+                       help="an upload stream silent this long is dropped")
     serve.add_argument("--stall-timeout", type=float, default=_env("EDGETUNE_STALL_TIMEOUT_S", 1800.0),
                        help="seconds without progress after which a job's worker counts as hung")
     serve.add_argument("--grace", type=float, default=_env("EDGETUNE_GRACE_S", 10.0),
                        help="seconds in-flight RPCs get on SIGTERM")
     serve.add_argument("--reflection", action="store_true", default=bool(_env("EDGETUNE_REFLECTION", 0)),
                        help="enable server reflection (grpcurl, Postman)")
+    serve.add_argument("--metrics-port", type=int, default=_env("EDGETUNE_METRICS_PORT", -1),
+                       help="serve Prometheus metrics on this port (0: a free one; default off)")
+    serve.add_argument("--metrics-host", default=_env("EDGETUNE_METRICS_HOST", "127.0.0.1"))
+    serve.add_argument("--log-format", choices=("text", "json"), default=_env("EDGETUNE_LOG_FORMAT", "text"),
+                       help="json: one JSON object per log line")
+    sec = serve.add_argument_group("security (a host beyond loopback needs tokens and TLS, or --insecure)")
+    sec.add_argument("--auth-tokens", metavar="FILE", default=_env("EDGETUNE_AUTH_TOKENS", ""),
+                     help="token file (see `edgetune token add`): every RPC but health needs a bearer token")
+    sec.add_argument("--tls-cert", metavar="PEM", default=_env("EDGETUNE_TLS_CERT", ""))
+    sec.add_argument("--tls-key", metavar="PEM", default=_env("EDGETUNE_TLS_KEY", ""))
+    sec.add_argument("--tls-client-ca", metavar="PEM", default=_env("EDGETUNE_TLS_CLIENT_CA", ""),
+                     help="require client certificates signed by this CA (mutual TLS)")
+    sec.add_argument("--insecure", action="store_true", default=bool(_env("EDGETUNE_INSECURE", 0)),
+                     help="serve beyond loopback without tokens or TLS (logged as a warning)")
+
+    token = sub.add_parser("token", help="manage the server's bearer tokens").add_subparsers(dest="token",
+                                                                                             required=True)
+    add = token.add_parser("add", help="make a token for a principal, print it once, store only its hash")
+    add.add_argument("name", help="the principal: owns what its calls create ([A-Za-z0-9._@-], <= 64)")
+    add.add_argument("--scopes", required=True, help="comma list of inference, jobs, admin")
+    add.add_argument("--file", required=True, help="the token file the server reads (--auth-tokens)")
 
     remote = sub.add_parser("remote", help="drive a server over gRPC").add_subparsers(dest="remote", required=True)
     for name, help_ in [("models", "list base models"), ("upload", "upload a dataset"), ("submit", "create a job"),
@@ -40,6 +66,14 @@ def add_parsers(sub) -> None:
                         ("generate", "stream a completion")]:
         p = remote.add_parser(name, help=help_)
         p.add_argument("--server", default=_env("EDGETUNE_SERVER", "127.0.0.1:50051"))
+        p.add_argument("--token", default=_env("EDGETUNE_TOKEN", ""), help="bearer token (env EDGETUNE_TOKEN)")
+        p.add_argument("--tls-ca", metavar="PEM", default=_env("EDGETUNE_TLS_CA", ""),
+                       help="use TLS, trusting this CA for the server's certificate")
+        p.add_argument("--tls-cert", metavar="PEM", default=_env("EDGETUNE_TLS_CLIENT_CERT", ""),
+                       help="client certificate (mutual TLS)")
+        p.add_argument("--tls-key", metavar="PEM", default=_env("EDGETUNE_TLS_CLIENT_KEY", ""))
+        p.add_argument("--server-name", default=_env("EDGETUNE_TLS_SERVER_NAME", ""),
+                       help="the name the server's certificate must carry (default: the --server host)")
         if name == "upload":
             p.add_argument("path", help="ImageFolder directory, .zip or .tar.gz; or a .jsonl/.csv/.tsv of text rows")
             p.add_argument("--name")
@@ -83,7 +117,7 @@ def add_parsers(sub) -> None:
             p.add_argument("export_id")
             p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or texts with --text")
             p.add_argument("--text", action="store_true", help="the inputs are texts (a text classification export)")
-            p.add_argument("--top-k", type=int, default=5)
+            p.add_argument("--top-k", type=int, default=0, help="default: 5, or every class when fewer")
             p.add_argument("--variant", default="", choices=("", "fp32", "fp16", "int8"),
                            help="which of the export's variants runs (default: its default variant)")
 
@@ -95,15 +129,40 @@ def run_serve(args) -> int:
     from edgetune.server.transport.grpc_app import serve
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_format == "json":
+        from edgetune.server.metrics import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("edgetune").setLevel(logging.INFO)  # not the exporters' INFO chatter
     from edgetune.server.service.config import server_gpus
 
+    from edgetune.server.transport.grpc_app import Security
+    from edgetune.server.transport.tls import TlsFiles
+
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
+        raise EdgetuneError("--tls-cert", "TLS needs both --tls-cert and --tls-key (and they for --tls-client-ca)")
+    tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key),
+                   Path(args.tls_client_ca) if args.tls_client_ca else None) if args.tls_cert else None
+    security = Security(Path(args.auth_tokens) if args.auth_tokens else None, tls, args.insecure)
     gpus = server_gpus(args.gpus)
     slots = args.slots if args.slots > 0 else max(1, len(gpus))
     cfg = ServerConfig(data_dir=Path(args.data_dir), slots=slots, max_queued=args.max_queued,
+                       max_queued_per_principal=args.max_queued_per_principal,
                        max_upload_bytes=args.max_upload_mb * 1024 * 1024, stall_timeout_s=args.stall_timeout,
+                       storage_quota_bytes=args.storage_quota_mb * 1024 * 1024, upload_idle_s=args.upload_idle_s,
                        gpus=gpus)
-    serve(cfg, args.host, args.port, args.reflection, args.grace, on_ready=lambda m: print(m, flush=True))
+    serve(cfg, args.host, args.port, args.reflection, args.grace, on_ready=lambda m: print(m, flush=True),
+          security=security, metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port >= 0 else None)
+    return 0
+
+
+def run_token(args) -> int:
+    from edgetune.server.auth import add_token
+
+    token = add_token(args.file, args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+    print(token)
+    print(f"# {args.name}: token above is shown once; {args.file} keeps only its hash", file=sys.stderr)
     return 0
 
 
@@ -140,7 +199,9 @@ def run_remote(args) -> int:
 
     from edgetune.server.transport.client import EdgetuneClient
 
-    client = EdgetuneClient(args.server)
+    client = EdgetuneClient(args.server, token=args.token or None, tls_ca=args.tls_ca or None,
+                            tls_cert=args.tls_cert or None, tls_key=args.tls_key or None,
+                            server_name=args.server_name or None)
     try:
         return _REMOTE[args.remote](client, args) or 0
     except grpc.RpcError as e:

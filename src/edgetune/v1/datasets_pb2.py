@@ -26,7 +26,7 @@ from edgetune.v1 import jobs_pb2 as edgetune_dot_v1_dot_jobs__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x64getune/v1/datasets.proto\x12\x0b\x65\x64getune.v1\x1a\x16\x65\x64getune/v1/jobs.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x01\n\x0cUploadHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.edgetune.v1.DatasetFormat\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x37\n\x07\x63olumns\x18\x05 \x03(\x0b\x32&.edgetune.v1.UploadHeader.ColumnsEntry\x1a.\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x14UploadDatasetRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.edgetune.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"7\n\nClassCount\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05train\x18\x02 \x01(\x05\x12\x0b\n\x03val\x18\x03 \x01(\x05\"\xd4\x01\n\x10ValidationReport\x12(\n\x07\x63lasses\x18\x01 \x03(\x0b\x32\x17.edgetune.v1.ClassCount\x12\r\n\x05split\x18\x02 \x01(\t\x12\x15\n\rcorrupt_files\x18\x03 \x03(\t\x12\x18\n\x10\x64uplicate_groups\x18\x04 \x01(\x05\x12\x15\n\rleaked_images\x18\x05 \x01(\x05\x12\x10\n\x08warnings\x18\x06 \x03(\t\x12\x1f\n\x04task\x18\x07 \x01(\x0e\x32\x11.edgetune.v1.Task\x12\x0c\n\x04rows\x18\x08 \x01(\x05\"\xd3\x01\n\x07\x44\x61taset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1a.edgetune.v1.DatasetFormat\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06report\x18\x07 \x01(\x0b\x32\x1d.edgetune.v1.ValidationReport\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListDatasetsResponse\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.edgetune.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse*\xac\x01\n\rDatasetFormat\x12\x1e\n\x1a\x44\x41TASET_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x41TASET_FORMAT_ZIP\x10\x01\x12\x19\n\x15\x44\x41TASET_FORMAT_TAR_GZ\x10\x02\x12\x18\n\x14\x44\x41TASET_FORMAT_JSONL\x10\x03\x12\x16\n\x12\x44\x41TASET_FORMAT_CSV\x10\x04\x12\x16\n\x12\x44\x41TASET_FORMAT_TSV\x10\x05\x32\xc7\x02\n\x08\x44\x61tasets\x12J\n\rUploadDataset\x12!.edgetune.v1.UploadDatasetRequest\x1a\x14.edgetune.v1.Dataset(\x01\x12\x42\n\nGetDataset\x12\x1e.edgetune.v1.GetDatasetRequest\x1a\x14.edgetune.v1.Dataset\x12S\n\x0cListDatasets\x12 .edgetune.v1.ListDatasetsRequest\x1a!.edgetune.v1.ListDatasetsResponse\x12V\n\rDeleteDataset\x12!.edgetune.v1.DeleteDatasetRequest\x1a\".edgetune.v1.DeleteDatasetResponseB+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x64getune/v1/datasets.proto\x12\x0b\x65\x64getune.v1\x1a\x16\x65\x64getune/v1/jobs.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x01\n\x0cUploadHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1a.edgetune.v1.DatasetFormat\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x37\n\x07\x63olumns\x18\x05 \x03(\x0b\x32&.edgetune.v1.UploadHeader.ColumnsEntry\x1a.\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x14UploadDatasetRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.edgetune.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"7\n\nClassCount\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05train\x18\x02 \x01(\x05\x12\x0b\n\x03val\x18\x03 \x01(\x05\"\xd4\x01\n\x10ValidationReport\x12(\n\x07\x63lasses\x18\x01 \x03(\x0b\x32\x17.edgetune.v1.ClassCount\x12\r\n\x05split\x18\x02 \x01(\t\x12\x15\n\rcorrupt_files\x18\x03 \x03(\t\x12\x18\n\x10\x64uplicate_groups\x18\x04 \x01(\x05\x12\x15\n\rleaked_images\x18\x05 \x01(\x05\x12\x10\n\x08warnings\x18\x06 \x03(\t\x12\x1f\n\x04task\x18\x07 \x01(\x0e\x32\x11.edgetune.v1.Task\x12\x0c\n\x04rows\x18\x08 \x01(\x05\"\xe2\x01\n\x07\x44\x61taset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1a.edgetune.v1.DatasetFormat\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06report\x18\x07 \x01(\x0b\x32\x1d.edgetune.v1.ValidationReport\x12\r\n\x05owner\x18\x08 \x01(\t\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListDatasetsResponse\x12&\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x14.edgetune.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse*\xac\x01\n\rDatasetFormat\x12\x1e\n\x1a\x44\x41TASET_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x41TASET_FORMAT_ZIP\x10\x01\x12\x19\n\x15\x44\x41TASET_FORMAT_TAR_GZ\x10\x02\x12\x18\n\x14\x44\x41TASET_FORMAT_JSONL\x10\x03\x12\x16\n\x12\x44\x41TASET_FORMAT_CSV\x10\x04\x12\x16\n\x12\x44\x41TASET_FORMAT_TSV\x10\x05\x32\xc7\x02\n\x08\x44\x61tasets\x12J\n\rUploadDataset\x12!.edgetune.v1.UploadDatasetRequest\x1a\x14.edgetune.v1.Dataset(\x01\x12\x42\n\nGetDataset\x12\x1e.edgetune.v1.GetDatasetRequest\x1a\x14.edgetune.v1.Dataset\x12S\n\x0cListDatasets\x12 .edgetune.v1.ListDatasetsRequest\x1a!.edgetune.v1.ListDatasetsResponse\x12V\n\rDeleteDataset\x12!.edgetune.v1.DeleteDatasetRequest\x1a\".edgetune.v1.DeleteDatasetResponseB+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.edgetune.v1P\001Z\026edgetune/v1;edgetunev1'
   _globals['_UPLOADHEADER_COLUMNSENTRY']._loaded_options = None
   _globals['_UPLOADHEADER_COLUMNSENTRY']._serialized_options = b'8\001'
-  _globals['_DATASETFORMAT']._serialized_start=1158
-  _globals['_DATASETFORMAT']._serialized_end=1330
+  _globals['_DATASETFORMAT']._serialized_start=1173
+  _globals['_DATASETFORMAT']._serialized_end=1345
   _globals['_UPLOADHEADER']._serialized_start=101
   _globals['_UPLOADHEADER']._serialized_end=314
   _globals['_UPLOADHEADER_COLUMNSENTRY']._serialized_start=268
@@ -49,17 +49,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATIONREPORT']._serialized_start=468
   _globals['_VALIDATIONREPORT']._serialized_end=680
   _globals['_DATASET']._serialized_start=683
-  _globals['_DATASET']._serialized_end=894
-  _globals['_GETDATASETREQUEST']._serialized_start=896
-  _globals['_GETDATASETREQUEST']._serialized_end=935
-  _globals['_LISTDATASETSREQUEST']._serialized_start=937
-  _globals['_LISTDATASETSREQUEST']._serialized_end=997
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=999
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=1086
-  _globals['_DELETEDATASETREQUEST']._serialized_start=1088
-  _globals['_DELETEDATASETREQUEST']._serialized_end=1130
-  _globals['_DELETEDATASETRESPONSE']._serialized_start=1132
-  _globals['_DELETEDATASETRESPONSE']._serialized_end=1155
-  _globals['_DATASETS']._serialized_start=1333
-  _globals['_DATASETS']._serialized_end=1660
+  _globals['_DATASET']._serialized_end=909
+  _globals['_GETDATASETREQUEST']._serialized_start=911
+  _globals['_GETDATASETREQUEST']._serialized_end=950
+  _globals['_LISTDATASETSREQUEST']._serialized_start=952
+  _globals['_LISTDATASETSREQUEST']._serialized_end=1012
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=1014
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=1101
+  _globals['_DELETEDATASETREQUEST']._serialized_start=1103
+  _globals['_DELETEDATASETREQUEST']._serialized_end=1145
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=1147
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=1170
+  _globals['_DATASETS']._serialized_start=1348
+  _globals['_DATASETS']._serialized_end=1675
 # @@protoc_insertion_point(module_scope)

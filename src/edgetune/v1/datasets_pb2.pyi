@@ -86,7 +86,7 @@ class ValidationReport(_message.Message):
     def __init__(self, classes: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., split: _Optional[str] = ..., corrupt_files: _Optional[_Iterable[str]] = ..., duplicate_groups: _Optional[int] = ..., leaked_images: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., task: _Optional[_Union[_jobs_pb2.Task, str]] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("id", "name", "format", "size_bytes", "sha256", "create_time", "report")
+    __slots__ = ("id", "name", "format", "size_bytes", "sha256", "create_time", "report", "owner")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class Dataset(_message.Message):
     SHA256_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     format: DatasetFormat
@@ -101,7 +102,8 @@ class Dataset(_message.Message):
     sha256: str
     create_time: _timestamp_pb2.Timestamp
     report: ValidationReport
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., report: _Optional[_Union[ValidationReport, _Mapping]] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., format: _Optional[_Union[DatasetFormat, str]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., report: _Optional[_Union[ValidationReport, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class GetDatasetRequest(_message.Message):
     __slots__ = ("dataset_id",)

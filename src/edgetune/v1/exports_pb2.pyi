@@ -121,7 +121,7 @@ class ParityReport(_message.Message):
     def __init__(self, passed: _Optional[bool] = ..., atol: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., max_rel_diff: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., cases: _Optional[_Iterable[_Union[ParityCase, _Mapping]]] = ..., rtol: _Optional[float] = ..., margin: _Optional[float] = ..., top1_compared: _Optional[int] = ..., precision: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("id", "job_id", "create_time", "valid", "parity", "labels", "image_size", "opset", "model_sha256", "model_bytes", "error", "task", "max_length", "variants", "default_variant", "dropped_variants", "latency_cpu", "state", "precisions", "end_time")
+    __slots__ = ("id", "job_id", "create_time", "valid", "parity", "labels", "image_size", "opset", "model_sha256", "model_bytes", "error", "task", "max_length", "variants", "default_variant", "dropped_variants", "latency_cpu", "state", "precisions", "end_time", "owner")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,7 @@ class Export(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     PRECISIONS_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     job_id: str
     create_time: _timestamp_pb2.Timestamp
@@ -162,7 +163,8 @@ class Export(_message.Message):
     state: _jobs_pb2.JobState
     precisions: _containers.RepeatedScalarFieldContainer[str]
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid: _Optional[bool] = ..., parity: _Optional[_Union[ParityReport, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., image_size: _Optional[int] = ..., opset: _Optional[int] = ..., model_sha256: _Optional[str] = ..., model_bytes: _Optional[int] = ..., error: _Optional[str] = ..., task: _Optional[_Union[_jobs_pb2.Task, str]] = ..., max_length: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[ExportVariant, _Mapping]]] = ..., default_variant: _Optional[str] = ..., dropped_variants: _Optional[_Iterable[_Union[DroppedVariant, _Mapping]]] = ..., latency_cpu: _Optional[str] = ..., state: _Optional[_Union[_jobs_pb2.JobState, str]] = ..., precisions: _Optional[_Iterable[str]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid: _Optional[bool] = ..., parity: _Optional[_Union[ParityReport, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., image_size: _Optional[int] = ..., opset: _Optional[int] = ..., model_sha256: _Optional[str] = ..., model_bytes: _Optional[int] = ..., error: _Optional[str] = ..., task: _Optional[_Union[_jobs_pb2.Task, str]] = ..., max_length: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[ExportVariant, _Mapping]]] = ..., default_variant: _Optional[str] = ..., dropped_variants: _Optional[_Iterable[_Union[DroppedVariant, _Mapping]]] = ..., latency_cpu: _Optional[str] = ..., state: _Optional[_Union[_jobs_pb2.JobState, str]] = ..., precisions: _Optional[_Iterable[str]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class BatchExportModelsRequest(_message.Message):
     __slots__ = ("requests",)

@@ -120,9 +120,13 @@ class ExportsServicer:
 
     def DownloadArtifact(self, request, context):
         """Stream a valid bundle as a tar archive in chunks; the last message carries the sha256 of all
-        bytes. Deadline: bundle size at your link speed, e.g. 30 s + 1 s per 10 MB.
-        Errors: NOT_FOUND; FAILED_PRECONDITION (export not SUCCEEDED and valid). The tar is kept on
-        disk: streamed, never rebuilt.
+        bytes. The tar (POSIX pax, uncompressed, deterministic: sorted, mtime 0, mode 0644, no owners)
+        holds one folder named after the export id with the bundle's files: manifest.json (the
+        bundle's contract: docs/bundle-format.md, schemas/bundle-manifest.schema.json), model.onnx,
+        model.fp16.onnx / model.int8.onnx for its variants, and the tokenizer files of text exports;
+        each file's sha256 is in the manifest. Deadline: bundle size at your link speed, e.g. 30 s +
+        1 s per 10 MB. Errors: NOT_FOUND; FAILED_PRECONDITION (export not SUCCEEDED and valid);
+        PERMISSION_DENIED (another principal's export). The tar is kept on disk: streamed, never rebuilt.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

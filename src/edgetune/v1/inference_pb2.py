@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64getune/v1/inference.proto\x12\x0b\x65\x64getune.v1\"b\n\x0ePredictRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\r\n\x05texts\x18\x04 \x03(\t\x12\x0f\n\x07variant\x18\x05 \x01(\t\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"6\n\x0e\x43lassification\x12$\n\x03top\x18\x01 \x03(\x0b\x32\x17.edgetune.v1.LabelScore\"?\n\x0fPredictResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.edgetune.v1.Classification\"L\n\x0fGenerateRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\"A\n\x10GenerateResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t2\x9c\x01\n\tInference\x12\x44\n\x07Predict\x12\x1b.edgetune.v1.PredictRequest\x1a\x1c.edgetune.v1.PredictResponse\x12I\n\x08Generate\x12\x1c.edgetune.v1.GenerateRequest\x1a\x1d.edgetune.v1.GenerateResponse0\x01\x42+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64getune/v1/inference.proto\x12\x0b\x65\x64getune.v1\"z\n\x0ePredictRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\r\n\x05texts\x18\x04 \x03(\t\x12\x0f\n\x07variant\x18\x05 \x01(\t\x12\x16\n\x0einclude_logits\x18\x06 \x01(\x08\"9\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05index\x18\x03 \x01(\x05\"F\n\x0e\x43lassification\x12$\n\x03top\x18\x01 \x03(\x0b\x32\x17.edgetune.v1.LabelScore\x12\x0e\n\x06logits\x18\x02 \x03(\x02\"?\n\x0fPredictResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.edgetune.v1.Classification\"L\n\x0fGenerateRequest\x12\x11\n\texport_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\"A\n\x10GenerateResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t2\x9c\x01\n\tInference\x12\x44\n\x07Predict\x12\x1b.edgetune.v1.PredictRequest\x1a\x1c.edgetune.v1.PredictResponse\x12I\n\x08Generate\x12\x1c.edgetune.v1.GenerateRequest\x1a\x1d.edgetune.v1.GenerateResponse0\x01\x42+\n\x0f\x64\x65v.edgetune.v1P\x01Z\x16\x65\x64getune/v1;edgetunev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,17 +33,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.edgetune.v1P\001Z\026edgetune/v1;edgetunev1'
   _globals['_PREDICTREQUEST']._serialized_start=44
-  _globals['_PREDICTREQUEST']._serialized_end=142
-  _globals['_LABELSCORE']._serialized_start=144
-  _globals['_LABELSCORE']._serialized_end=186
-  _globals['_CLASSIFICATION']._serialized_start=188
-  _globals['_CLASSIFICATION']._serialized_end=242
-  _globals['_PREDICTRESPONSE']._serialized_start=244
-  _globals['_PREDICTRESPONSE']._serialized_end=307
-  _globals['_GENERATEREQUEST']._serialized_start=309
-  _globals['_GENERATEREQUEST']._serialized_end=385
-  _globals['_GENERATERESPONSE']._serialized_start=387
-  _globals['_GENERATERESPONSE']._serialized_end=452
-  _globals['_INFERENCE']._serialized_start=455
-  _globals['_INFERENCE']._serialized_end=611
+  _globals['_PREDICTREQUEST']._serialized_end=166
+  _globals['_LABELSCORE']._serialized_start=168
+  _globals['_LABELSCORE']._serialized_end=225
+  _globals['_CLASSIFICATION']._serialized_start=227
+  _globals['_CLASSIFICATION']._serialized_end=297
+  _globals['_PREDICTRESPONSE']._serialized_start=299
+  _globals['_PREDICTRESPONSE']._serialized_end=362
+  _globals['_GENERATEREQUEST']._serialized_start=364
+  _globals['_GENERATEREQUEST']._serialized_end=440
+  _globals['_GENERATERESPONSE']._serialized_start=442
+  _globals['_GENERATERESPONSE']._serialized_end=507
+  _globals['_INFERENCE']._serialized_start=510
+  _globals['_INFERENCE']._serialized_end=666
 # @@protoc_insertion_point(module_scope)

@@ -7,32 +7,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PredictRequest(_message.Message):
-    __slots__ = ("export_id", "images", "top_k", "texts", "variant")
+    __slots__ = ("export_id", "images", "top_k", "texts", "variant", "include_logits")
     EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_LOGITS_FIELD_NUMBER: _ClassVar[int]
     export_id: str
     images: _containers.RepeatedScalarFieldContainer[bytes]
     top_k: int
     texts: _containers.RepeatedScalarFieldContainer[str]
     variant: str
-    def __init__(self, export_id: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., top_k: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ..., variant: _Optional[str] = ...) -> None: ...
+    include_logits: bool
+    def __init__(self, export_id: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., top_k: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ..., variant: _Optional[str] = ..., include_logits: _Optional[bool] = ...) -> None: ...
 
 class LabelScore(_message.Message):
-    __slots__ = ("label", "score")
+    __slots__ = ("label", "score", "index")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
     label: str
     score: float
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    index: int
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., index: _Optional[int] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("top",)
+    __slots__ = ("top", "logits")
     TOP_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_FIELD_NUMBER: _ClassVar[int]
     top: _containers.RepeatedCompositeFieldContainer[LabelScore]
-    def __init__(self, top: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ...) -> None: ...
+    logits: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, top: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., logits: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("results",)

@@ -116,7 +116,7 @@ class EpochMetrics(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., train_loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., val_macro_f1: _Optional[float] = ..., seconds: _Optional[float] = ..., val_perplexity: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "task", "base_model", "weights", "method", "hyperparameters", "dataset_id", "idempotency_key", "create_time", "start_time", "end_time", "error", "epoch", "epochs", "best", "attempts", "warnings", "gpus")
+    __slots__ = ("id", "state", "task", "base_model", "weights", "method", "hyperparameters", "dataset_id", "idempotency_key", "create_time", "start_time", "end_time", "error", "epoch", "epochs", "best", "attempts", "warnings", "gpus", "owner", "cancel_requested", "resolved_hyperparameters")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,9 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     task: Task
@@ -155,7 +158,10 @@ class Job(_message.Message):
     attempts: int
     warnings: _containers.RepeatedScalarFieldContainer[str]
     gpus: int
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., task: _Optional[_Union[Task, str]] = ..., base_model: _Optional[str] = ..., weights: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., dataset_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., best: _Optional[_Union[EpochMetrics, _Mapping]] = ..., attempts: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., gpus: _Optional[int] = ...) -> None: ...
+    owner: str
+    cancel_requested: bool
+    resolved_hyperparameters: Hyperparameters
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., task: _Optional[_Union[Task, str]] = ..., base_model: _Optional[str] = ..., weights: _Optional[str] = ..., method: _Optional[_Union[Method, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., dataset_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., best: _Optional[_Union[EpochMetrics, _Mapping]] = ..., attempts: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., gpus: _Optional[int] = ..., owner: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., resolved_hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

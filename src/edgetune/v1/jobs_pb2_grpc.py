@@ -91,8 +91,10 @@ class JobsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancel a queued or running job; a running worker stops within seconds (state CANCELLED).
-        Cancelling a finished job returns it unchanged. Deadline: 10 s. Errors: NOT_FOUND.
+        """Cancel a queued or running job. The reply is the job as it is now: a queued job is CANCELLED at
+        once; a running one is still RUNNING with cancel_requested set, and its worker stops at its
+        next step (within seconds; WatchJob then shows CANCELLED). Cancelling a finished job returns
+        it unchanged. Deadline: 10 s. Errors: NOT_FOUND; PERMISSION_DENIED (another principal's job).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

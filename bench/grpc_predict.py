@@ -27,15 +27,27 @@ from edgetune.runtime.image import ImagePredictor
 from edgetune.server.transport.client import EdgetuneClient
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``edgetune serve`` on a free loopback port (``extra``: more serve flags): (process, host:port)."""
     proc = subprocess.Popen([sys.executable, "-m", "edgetune.cli", "serve", "--port", "0", "--data-dir",
-                             str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             str(data_dir), *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in proc.stdout:
         m = re.search(r"serving on ([\d.]+:\d+)", line)
         if m:
             return proc, m.group(1)
     raise RuntimeError("server did not start")
+
+
+def trained_export(client: EdgetuneClient, tmp: Path):
+    """EfficientNet-Lite0 tuned one epoch on the digits at 64 px through the server: (the export,
+    a digit's PNG bytes)."""
+    digits = write_digits_imagefolder(tmp / "digits")
+    job = client.create_job(client.upload_dataset(digits).id, "efficientnet_lite0", "full", "catalog", epochs=1,
+                            image_size=64)
+    for _ in client.watch(job.id):
+        pass
+    return client.export(job.id), next((digits / "3").glob("*.png")).read_bytes()
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -46,8 +58,9 @@ def in_process_predict(predictor: ImagePredictor, image: bytes) -> list:
     return predictor.predict_encoded([image], top_k=1)[0].top
 
 
-def latencies(fn, n: int) -> list[float]:
-    for _ in range(20):
+def latencies(fn, n: int, warm: int = 20) -> list[float]:
+    """Milliseconds of each of ``n`` calls, after ``warm`` untimed ones."""
+    for _ in range(warm):
         fn()
     out = []
     for _ in range(n):
@@ -84,18 +97,12 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        digits = write_digits_imagefolder(tmp / "digits")
         proc, target = start_server(tmp / "server")
         try:
             client = EdgetuneClient(target)
             client.wait_ready()
-            ds = client.upload_dataset(digits)
-            job = client.create_job(ds.id, "efficientnet_lite0", "full", "catalog", epochs=1, image_size=64)
-            for _ in client.watch(job.id):
-                pass
-            exp = client.export(job.id)
+            exp, image = trained_export(client, tmp)
             bundle = client.download(exp.id, tmp / "dl")
-            image = next((digits / "3").glob("*.png")).read_bytes()
             predictor = ImagePredictor(bundle, device="cpu")
 
             local = latencies(lambda: in_process_predict(predictor, image), args.requests)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,28 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.server.cer
 from edgetune.oip import grpc_predict_v2_pb2 as oip, grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
 from edgetune.server.auth import add_token  # noqa: E402
 from edgetune.server.transport.client import EdgetuneClient  # noqa: E402
-from edgetune.trainers.data.digits import write_digits_imagefolder  # noqa: E402
+from grpc_predict import latencies, start_server as start, trained_export  # noqa: E402  (bench/ is on the path)
 from tests.server.certs import CA  # noqa: E402
-
-
-def start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "edgetune.cli", "serve", "--port", "0", "--data-dir", str(data_dir),
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in proc.stdout:
-        m = re.search(r"serving on ([\d.]+:\d+)", line)
-        if m:
-            return proc, m.group(1)
-    raise RuntimeError("server did not start")
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
 
 
 def row(name: str, ms: list[float], seconds: float) -> str:
@@ -62,15 +40,10 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        digits = write_digits_imagefolder(tmp / "digits")
         proc, target = start(tmp / "data")
         client = EdgetuneClient(target)
         client.wait_ready()
-        job = client.create_job(client.upload_dataset(digits).id, "efficientnet_lite0", "full", "catalog", epochs=1,
-                                image_size=64)
-        list(client.watch(job.id))
-        exp = client.export(job.id)
-        image = next((digits / "3").glob("*.png")).read_bytes()
+        exp, image = trained_export(client, tmp)
 
         ca = CA(tmp / "pki")
         cert = ca.issue("server", "localhost", server=True)
@@ -89,11 +62,11 @@ def main() -> None:
         results = {name: ([], 0.0) for name in calls}
         try:
             for fn in calls.values():
-                timed(fn, 30)  # warm: sessions, connections, TLS handshake
+                latencies(fn, 0, warm=30)  # sessions, connections, TLS handshake
             for _ in range(args.rounds):
                 for name, fn in calls.items():
                     t0 = time.perf_counter()
-                    ms = timed(fn, args.requests)
+                    ms = latencies(fn, args.requests, warm=0)
                     results[name] = (results[name][0] + ms, results[name][1] + time.perf_counter() - t0)
             print(f"# efficientnet_lite0 at 64px, batch 1, CPU, {os.cpu_count()} cores, loopback; "
                   f"{args.rounds} interleaved rounds x {args.requests} requests")

@@ -36,15 +36,15 @@ _API_NAME = {v: k for k, v in _FIELDS.items()}
 log = logging.getLogger("edgetune.server")
 
 
-def server_catalog() -> dict:
-    """The model catalog; a broken operator catalog is the server's problem, not the caller's:
-    FAILED_PRECONDITION without the file's path (the server log has the detail)."""
+def server_catalog(read=catalog, field: str = "weights"):
+    """``read()`` of the model catalog; a broken operator catalog is the server's problem, not the
+    caller's: FAILED_PRECONDITION naming ``field``, without the file's path (the log has it)."""
     try:
-        return catalog()
+        return read()
     except WeightsError as e:
         log.error("the operator catalog is unusable: %s: %s", e.subject, e.message)
-        raise FailedPrecondition("weights", "this server's model catalog ($EDGETUNE_CATALOG) is broken; "
-                                            "the operator must fix it (see the server log)") from None
+        raise FailedPrecondition(field, "this server's model catalog ($EDGETUNE_CATALOG) is broken; "
+                                        "the operator must fix it (see the server log)") from None
 
 
 def train_config(request: dict, data_path: str, columns: dict[str, str] | None = None) -> TrainConfig:

@@ -7,12 +7,11 @@ the transport maps them to status codes.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from edgetune.errors import FailedPrecondition, WeightsError
 from edgetune.trainers.models.catalog import list_base_models
 
+from edgetune.server.jobspec import server_catalog
 from edgetune.server.runner import JobRunner
 from edgetune.server.service.config import ServerConfig
 from edgetune.server.service.datasets import Datasets
@@ -22,7 +21,6 @@ from edgetune.server.service.jobs import Jobs
 from edgetune.server.store import Store
 
 __all__ = ["EdgetuneService", "ServerConfig"]
-log = logging.getLogger("edgetune.server")
 
 
 class EdgetuneService:
@@ -55,9 +53,4 @@ class EdgetuneService:
 
     @staticmethod
     def list_base_models() -> list[dict]:
-        try:
-            return list_base_models()
-        except WeightsError as e:
-            log.error("the operator catalog is unusable: %s: %s", e.subject, e.message)
-            raise FailedPrecondition("models", "this server's model catalog ($EDGETUNE_CATALOG) is broken; the "
-                                               "operator must fix it (see the server log)") from None
+        return server_catalog(list_base_models, "models")

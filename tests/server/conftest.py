@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,15 @@ import pytest
 from edgetune.server.transport.client import EdgetuneClient
 from tests.conftest import write_pattern_folder
 from tests.server.certs import CA
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    """A zip archive of (name, bytes) entries, made in memory."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
 
 
 class ServerProcess:

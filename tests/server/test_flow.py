@@ -1,9 +1,7 @@
 """The whole path over a real socket: upload -> job -> watch -> export -> download -> predict."""
 
 import hashlib
-import io
 import json
-import zipfile
 
 import grpc
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from edgetune.export.onnx_export import read_metadata
 from edgetune.v1 import datasets_pb2, exports_pb2, jobs_pb2
 from tests.conftest import write_pattern_folder
+from tests.server.conftest import zip_of
 
 TINY = dict(base_model="resnet18", weights="random", epochs=2, image_size=32, batch_size=8)
 
@@ -90,12 +89,6 @@ def test_idempotency_key(server, tmp_path):
     client.cancel_job(a.id)
 
 
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in entries.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def _header(data: bytes, **over):
@@ -109,7 +102,7 @@ def test_bad_requests_get_their_documented_codes(server, tmp_path):
     client = server.client()
     ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
     png = (tmp_path / "pat" / "a" / "a_0.png").read_bytes()
-    ok_zip = _zip({"a/1.png": png, "b/1.png": png})
+    ok_zip = zip_of({"a/1.png": png, "b/1.png": png})
     code = grpc.StatusCode
     cases = [
         ("unknown arch", lambda: client.create_job(ds.id, **{**TINY, "base_model": "resnet9000"}),
@@ -135,15 +128,15 @@ def test_bad_requests_get_their_documented_codes(server, tmp_path):
          code.INVALID_ARGUMENT, "header.total_size"),
         ("no format", lambda: client.upload_bytes(_header(ok_zip, format=0), ok_zip),
          code.INVALID_ARGUMENT, "header.format"),
-        ("one class", lambda: client.upload_bytes(_header(_zip({"a/1.png": png})), _zip({"a/1.png": png})),
+        ("one class", lambda: client.upload_bytes(_header(zip_of({"a/1.png": png})), zip_of({"a/1.png": png})),
          code.INVALID_ARGUMENT, "at least 2 classes"),
         ("corrupt image", lambda: client.upload_bytes(
-            _header(z := _zip({"a/1.png": png, "b/1.png": png, "b/bad.png": b"garbage"})), z),
+            _header(z := zip_of({"a/1.png": png, "b/1.png": png, "b/bad.png": b"garbage"})), z),
          code.INVALID_ARGUMENT, "bad.png"),
         ("oversized upload", lambda: client.upload_bytes(_header(ok_zip, total_size=10 * 1024**3), ok_zip),
          code.RESOURCE_EXHAUSTED, "quota"),
         ("archive escaping", lambda: client.upload_bytes(
-            _header(z := _zip({"a/1.png": png, "../evil.png": png})), z),
+            _header(z := zip_of({"a/1.png": png, "../evil.png": png})), z),
          code.INVALID_ARGUMENT, "unsafe entry"),
     ]
     for name, call, expected, words in cases:

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 from edgetune.server.transport.grpc_app import SERVICES
 from edgetune.v1 import datasets_pb2, jobs_pb2
 from tests.conftest import write_pattern_folder
-from tests.server.conftest import ServerProcess
+from tests.server.conftest import ServerProcess, zip_of
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +46,6 @@ def refused(fn) -> grpc.RpcError:
 
 def no_server_path(text: str, server: ServerProcess) -> bool:
     return str(server.data_dir) not in text and "/tmp/" not in text and str(server.data_dir.parent) not in text
-
-
-def zip_of(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def test_bytes_that_are_not_the_request_message_are_invalid_argument(hostile):

@@ -22,7 +22,9 @@ import os
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -140,6 +142,18 @@ def _write(archive: str, name: str, target: Path, src: BinaryIO | None, budget: 
         raise DataError(archive, f"entry {_shown(name)} cannot be extracted: {_reason(e)}") from None
 
 
+def _write_all(archive: str, dest: Path, budget: _Budget, entries: list[tuple[str, Callable | None, int]]) -> None:
+    """Write (name, open it or None for a directory, declared size) entries, in order."""
+    written = 0
+    for name, open_entry, size in entries:
+        target = dest.joinpath(*_check_name(archive, name).parts)
+        if open_entry is None:
+            _write(archive, name, target, None, budget, len(entries), written)
+            continue
+        with open_entry() as src:
+            written = _write(archive, name, target, src, budget, len(entries), written, size)
+
+
 def _extract_zip(archive: str, dest: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
@@ -150,14 +164,8 @@ def _extract_zip(archive: str, dest: Path, budget: _Budget) -> None:
                 raise DataError(archive, f"symlink entry {_shown(info.filename)} is not allowed")
             total += info.file_size
         budget.check(len(infos), total)
-        written = 0
-        for info in infos:
-            target = dest.joinpath(*_check_name(archive, info.filename).parts)
-            if info.is_dir():
-                _write(archive, info.filename, target, None, budget, len(infos), written)
-                continue
-            with zf.open(info) as src:
-                written = _write(archive, info.filename, target, src, budget, len(infos), written, info.file_size)
+        _write_all(archive, dest, budget, [(i.filename, None if i.is_dir() else partial(zf.open, i), i.file_size)
+                                           for i in infos])
 
 
 class _Bounded:
@@ -233,11 +241,5 @@ def _extract_tar(archive: str, dest: Path, budget: _Budget) -> None:
                     raise DataError(archive, f"entry {_shown(m.name)} is a link or special file; not allowed")
                 total += m.size if m.isfile() else 0
                 budget.check(len(members), total)
-            written = 0
-            for m in members:
-                target = dest.joinpath(*_check_name(archive, m.name).parts)
-                if m.isdir():
-                    _write(archive, m.name, target, None, budget, len(members), written)
-                    continue
-                with tf.extractfile(m) as src:
-                    written = _write(archive, m.name, target, src, budget, len(members), written, m.size)
+            _write_all(archive, dest, budget, [(m.name, None if m.isdir() else partial(tf.extractfile, m), m.size)
+                                               for m in members])

@@ -55,7 +55,7 @@ PROBES = {HEALTH_CHECK, "/inference.GRPCInferenceService/ServerLive", "/inferenc
 MAX_HEALTH_WATCHES = 4  # open health Watch streams (no token needed): their own slots, never the API's
 MAX_DETAILS = 1000  # characters of a status message (gRPC's trailer is bounded)
 _SERVER_TEXT = {"error", "log", "warnings", "reason", "problems", "message", "corrupt_files"}  # server-written
-_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"]+/)+[^\s/'\",;)]*")
+_ABS_PATH = re.compile(r"(?<![\w.:/~>-])/(?:[^\s/'\"]+/)+[^\s/'\",;)]*")
 
 
 def status_of(error: EdgetuneError) -> grpc.StatusCode:

@@ -29,8 +29,8 @@ def zip_of(entries: dict[str, bytes]) -> bytes:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *extra: str):
-        self.data_dir, self.extra = data_dir, extra
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None):
+        self.data_dir, self.extra, self.env = data_dir, extra, env or {}
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.log = data_dir.parent / f"{data_dir.name}-server.log"
@@ -41,7 +41,8 @@ class ServerProcess:
             [sys.executable, "-m", "edgetune.cli", "serve", "--port", str(port), "--data-dir", str(self.data_dir),
              "--slots", "1", "--grace", "5", *self.extra],
             stdout=subprocess.PIPE, stderr=self._logf, text=True,
-            env={**{k: v for k, v in os.environ.items() if k != "EDGETUNE_CATALOG"}, "PYTHONUNBUFFERED": "1"})
+            env={**{k: v for k, v in os.environ.items() if k != "EDGETUNE_CATALOG"}, "PYTHONUNBUFFERED": "1",
+                 **self.env})
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()

@@ -227,3 +227,22 @@ def test_health_watches_have_their_own_few_slots(hostile):
         == health_pb2.HealthCheckResponse.SERVING
     for s in streams:
         s.cancel()
+
+
+def test_a_broken_operator_catalog_is_the_servers_fault_and_its_path_stays_on_the_server(tmp_path):
+    catalog = tmp_path / "operator" / "catalog.yaml"
+    catalog.parent.mkdir()
+    catalog.write_text("models:\n  mine: {arch: no_such_arch, path: /nowhere}\n")
+    server = ServerProcess(tmp_path / "data", env={"EDGETUNE_CATALOG": str(catalog)}).start()
+    try:
+        client = server.client()
+        ds = client.upload_dataset(write_pattern_folder(tmp_path / "pat"))
+        for call in (lambda: client.create_job(ds.id, base_model="resnet18", weights="random", image_size=32),
+                     client.list_base_models):
+            err = refused(call)
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "catalog" in err.details()
+            assert str(catalog.parent) not in err.details() and "/" not in err.details().split("(")[0]
+        client.close()
+    finally:
+        server.stop()
+    assert str(catalog) in server.log.read_text()  # the operator's log has it

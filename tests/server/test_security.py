@@ -127,6 +127,10 @@ def test_every_rpc_by_token_scope_and_owner(secured):
     assert [j.id for j in clients["alice"].list_jobs()] == [env["job"].id]
     assert clients["bob"].list_jobs() == [] and [j.id for j in clients["root"].list_jobs()] == [env["job"].id]
     assert clients["alice"].get_job(env["job"].id).owner == "alice"
+    # What alice's job and export logged reaches her without any path of the server.
+    events = [*clients["alice"].watch(env["job"].id), *clients["alice"].watch_export(env["export"].id)]
+    logs = [e.log for e in events if e.WhichOneof("kind") == "log"]
+    assert len(logs) > 3 and not [line for line in logs if str(env["tmp"]) in line or "/tmp/" in line]
     # An admin exporting alice's job asks for alice's export: the same one, still hers.
     again = clients["root"].export(env["job"].id, wait=False)
     assert again.id == env["export"].id and again.owner == "alice"

@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from edgetune.server.runner import JobRunner
 from edgetune.server.store import QUEUED, Store
 
+log = logging.getLogger("edgetune.server")
 STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -50,6 +51,19 @@ class _StoreCollector:
         self.store, self.runner = store, runner
 
     def collect(self):
+        """The store's figures, or only ``edgetune_store_up 0`` when it cannot be read (a scrape
+        during shutdown, a long write lock): the in-process counters are served either way."""
+        try:
+            families = list(self._families())
+        except Exception:  # noqa: BLE001 - sqlite3 errors, a closed store
+            log.warning("metrics: the store could not be read", exc_info=True)
+            families = []
+        up = GaugeMetricFamily("edgetune_store_up", "1 when this scrape could read the store")
+        up.add_metric([], 1 if families else 0)
+        yield up
+        yield from families
+
+    def _families(self):
         for table, what in (("jobs", "jobs"), ("exports", "exports")):
             counts = self.store.counts_by_state(table)
             g = GaugeMetricFamily(f"edgetune_{table}", f"{what} by state", labels=["state"])
@@ -60,17 +74,15 @@ class _StoreCollector:
             q.add_metric([], counts.get(QUEUED, 0))
             yield q
             yield _histogram(f"edgetune_{table[:-1]}_duration_seconds", f"seconds from start to end of finished {what}",
-                             self.store.durations(table))
+                             self.store.durations(table, DURATION_BUCKETS))
         if self.runner is not None and self.runner.gpus:
             yield from _gpu_memory(self.runner)
 
 
-def _histogram(name: str, doc: str, rows: list[tuple[str, float]]) -> HistogramMetricFamily:
+def _histogram(name: str, doc: str, by_state: dict[str, tuple[list[int], int, float]]) -> HistogramMetricFamily:
     h = HistogramMetricFamily(name, doc, labels=["state"])
-    for state in sorted({s for s, _ in rows}):
-        values = [max(v, 0.0) for s, v in rows if s == state]
-        buckets = [(str(b), sum(v <= b for v in values)) for b in DURATION_BUCKETS] + [("+Inf", len(values))]
-        h.add_metric([state], buckets, sum(values))
+    for state, (counts, total, seconds) in sorted(by_state.items()):
+        h.add_metric([state], [*((str(b), c) for b, c in zip(DURATION_BUCKETS, counts)), ("+Inf", total)], seconds)
     return h
 
 

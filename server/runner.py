@@ -204,7 +204,9 @@ class JobRunner:
                 # the worker directly; the server stops it (and PR_SET_PDEATHSIG covers a dead server).
                 env = {k: v for k, v in os.environ.items() if k not in RANK_ENV}  # not a foreign job's rank
                 # Only its own GPUs: none for a CPU job (or a server told --gpus none).
-                env.update(EDGETUNE_CACHE_DIR=str(self.cache_root), CUDA_VISIBLE_DEVICES=",".join(gpus))
+                # PCI bus order: the ids nvidia-smi (and the metrics) use name the same GPUs.
+                env.update(EDGETUNE_CACHE_DIR=str(self.cache_root), CUDA_VISIBLE_DEVICES=",".join(gpus),
+                           CUDA_DEVICE_ORDER="PCI_BUS_ID")
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "edgetune.server.worker", "--db", str(self.store.path), "--job", job.id,
                      "--run-dir", str(jdir / "run"), "--data", dataset["path"], "--processes", str(max(1, len(gpus)))],

@@ -95,7 +95,13 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
-        self._migrate()
+        self._db.execute("BEGIN IMMEDIATE")  # a migration is all or nothing (SQLite DDL is transactional)
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _migrate(self) -> None:
         """Columns added after a store was first created (CREATE TABLE IF NOT EXISTS keeps old tables)."""
@@ -106,6 +112,8 @@ class Store:
             for name, decl in new.items():
                 if name not in columns:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                    if name == "stored_bytes":  # datasets from before quotas: at least what was uploaded
+                        self._db.execute("UPDATE datasets SET stored_bytes = size_bytes")
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(exports)")}
         for name, decl in {**EXPORT_COLUMNS, "owner": OWNER_COLUMN}.items():
             if name not in columns:
@@ -348,11 +356,15 @@ class Store:
         assert table in ("jobs", "exports")
         return {r[0]: r[1] for r in self._query(f"SELECT state, COUNT(*) FROM {table} GROUP BY state")}
 
-    def durations(self, table: str) -> list[tuple[str, float]]:
-        """(final state, seconds from start to end) of every finished job or export that started."""
+    def durations(self, table: str, bounds: tuple[float, ...]) -> dict[str, tuple[list[int], int, float]]:
+        """Per final state of the finished jobs or exports that started: (how many took at most each
+        of ``bounds`` seconds, how many in all, their total seconds), counted by SQLite."""
         assert table in ("jobs", "exports")
-        return [(r[0], r[1]) for r in self._query(
-            f"SELECT state, end_time - start_time FROM {table} WHERE end_time IS NOT NULL AND start_time IS NOT NULL")]
+        took = "MAX(end_time - start_time, 0)"
+        cells = ", ".join(f"SUM({took} <= {float(b)!r})" for b in bounds)
+        rows = self._query(f"SELECT state, COUNT(*), SUM({took}){', ' + cells if cells else ''} FROM {table} "
+                           "WHERE end_time IS NOT NULL AND start_time IS NOT NULL GROUP BY state")
+        return {r[0]: ([int(c) for c in r[3:]], r[1], float(r[2])) for r in rows}
 
     def jobs_in(self, state: str) -> list[JobRow]:
         return [_job(r) for r in self._query("SELECT * FROM jobs WHERE state = ? ORDER BY create_time", (state,))]

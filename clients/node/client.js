@@ -65,14 +65,16 @@ export class EdgetuneClient {
    * @param {string} target host:port of an edgetune server
    * @param {object} [security] for servers with auth and TLS (docs/api.md):
    *   token (bearer token), tlsCa (PEM file of the CA that signed the server's certificate: TLS on),
-   *   tlsCert + tlsKey (client certificate for mutual TLS), serverName (the name the server's
+   *   tlsCert + tlsKey (client certificate for mutual TLS; TLS on, the system's CAs unless tlsCa),
+   *   serverName (the name the server's
    *   certificate must carry, default the target's host)
    */
   constructor(target = '127.0.0.1:50051', { token, tlsCa, tlsCert, tlsKey, serverName } = {}) {
     const v1 = loadPackage();
     if (Boolean(tlsCert) !== Boolean(tlsKey)) throw new Error('a client certificate needs both tlsCert and tlsKey');
-    const creds = tlsCa
-      ? grpc.credentials.createSsl(readFileSync(tlsCa), tlsKey ? readFileSync(tlsKey) : null,
+    // TLS with a CA, or with a client certificate alone (then the system's CAs check the server).
+    const creds = tlsCa || tlsCert
+      ? grpc.credentials.createSsl(tlsCa ? readFileSync(tlsCa) : null, tlsKey ? readFileSync(tlsKey) : null,
         tlsCert ? readFileSync(tlsCert) : null)
       : grpc.credentials.createInsecure();
     const channelOptions = serverName

@@ -11,7 +11,8 @@ from edgetune.errors import InvalidArgument
 
 @dataclass
 class ServerConfig:
-    """Server settings; every one has a flag and an environment variable in ``edgetune serve``."""
+    """Server settings; ``edgetune serve`` has a flag and an environment variable for most (not for
+    the archive bounds, the predictor cache and max_attempts: set them here)."""
 
     data_dir: Path = Path("edgetune-data")
     slots: int = 1  # concurrent jobs; default: GPU count, 1 on CPU

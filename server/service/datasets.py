@@ -124,16 +124,24 @@ class Upload:
                                                     f"1-128 characters; got {shown(str(columns), 200)}")
         self.fields = TextFields(**columns)
         self.datasets, self.name, self.fmt, self.total_size, self.sha256 = datasets, name, fmt, total_size, sha256
+        self.received = 0
         self.principal = principal
         self.quota_left = datasets.quota_left(principal, reserve=total_size)  # given back by abort/finish
         self.held = total_size
+        try:
+            self._open()
+        except BaseException:
+            datasets.release(principal, self.held)
+            shutil.rmtree(getattr(self, "dir", datasets.root / "none"), ignore_errors=True)
+            raise
+
+    def _open(self) -> None:
         self.id = new_id("ds")
-        self.dir = datasets.root / self.id
+        self.dir = self.datasets.root / self.id
         self.dir.mkdir(parents=True)
-        self.archive = self.dir / f"upload{FORMATS[fmt]}"
+        self.archive = self.dir / f"upload{FORMATS[self.fmt]}"
         self._file = open(self.archive, "wb")
         self._hash = hashlib.sha256()
-        self.received = 0
 
     def write(self, chunk: bytes) -> None:
         self.received += len(chunk)
@@ -169,10 +177,16 @@ class Upload:
     def _image_dataset(self) -> tuple[Path, int, dict]:
         cfg = self.datasets.config
         bound = min(cfg.max_extracted_bytes, self.quota_left)
+        # Hold what extraction may write, so uploads side by side cannot each use the same room.
+        self.datasets.quota_left(self.principal, reserve=max(bound - self.held, 0))
+        self.held = max(bound, self.held)
         try:
             files = extract_archive(self.archive, self.dir / "files", cfg.max_archive_entries, bound,
                                     max_ratio=cfg.max_archive_ratio)
         except DataError as e:  # name the upload, not the server's path
+            if bound < cfg.max_extracted_bytes and e.message.startswith("uncompressed size exceeds"):
+                raise ResourceExhausted("dataset", f"its files would exceed your storage quota ({bound} bytes "
+                                                   "left)") from None
             raise DataError("dataset", e.message.replace(str(self.archive), self.name)) from None
         self.archive.unlink()
         stored = sum(f.stat().st_size for f in files.rglob("*") if f.is_file())

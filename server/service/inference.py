@@ -6,6 +6,7 @@ calls of the Open Inference Protocol (``model_info``, ``infer``), so both comput
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -17,11 +18,13 @@ from edgetune.errors import EdgetuneError, FailedPrecondition, InvalidArgument, 
 from edgetune.runtime import (PREDICTORS, ImagePredictor, Prediction, Predictor, TextGenerator, TextPredictor,
                               load_predictor)
 from edgetune.runtime.scores import predictions
+from edgetune.tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION
 
 from edgetune.server.service.config import ServerConfig
 from edgetune.server.service.exports import Exports
 
 MAX_PREDICT_INPUTS = 64
+MAX_PREDICT_LABELS = 10_000  # inputs x top_k of one Predict reply (labels up to 128 characters each)
 OUTPUTS = ("probabilities", "logits", "class_index", "label")  # what ``infer`` returns, in this order
 
 
@@ -77,6 +80,8 @@ class Inference:
             raise InvalidArgument("top_k", f"export {export_id} has {classes} classes; top_k must be 1-{classes} "
                                            "(0: 5, or all when fewer)")
         k = top_k or min(5, classes)
+        if n * k > MAX_PREDICT_LABELS:
+            raise InvalidArgument("top_k", f"{n} inputs x top_k {k} is over {MAX_PREDICT_LABELS} labels in one reply")
         return predictor.predict_texts(texts, top_k=k) if is_text else predictor.predict_encoded(images, top_k=k)
 
     def generate(self, export_id: str, prompt: str, max_new_tokens: int) -> Iterator[tuple[int, str]]:
@@ -91,18 +96,22 @@ class Inference:
         return generator.stream(prompt, max_new_tokens or None)
 
     def model_info(self, export_id: str) -> ModelInfo:
-        """An export as an Open Inference Protocol model; FailedPrecondition for one that is not a
-        classifier or not valid, NotFound for an unknown id."""
-        predictor = self._classifier(export_id, None)
-        manifest = predictor.manifest
+        """An export as an Open Inference Protocol model, read from its manifest (no session is
+        loaded); FailedPrecondition for one that is not a classifier or not valid, NotFound for an
+        unknown id."""
+        manifest = self.exports.valid(export_id)["manifest"] or {}
+        task, classes = manifest.get("task"), len(manifest.get("labels") or [])
+        if task not in (IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION):
+            raise FailedPrecondition("model_name", f"export {export_id} is a {task} export: not served as a tensor "
+                                                   "model (use Generate)")
         default = manifest.get("default_variant") or "fp32"
-        versions = (default, *(v for v in (manifest.get("variants") or {"fp32": {}}) if v != default))
-        classes = len(predictor.labels)
-        if isinstance(predictor, TextPredictor):
+        versions = (default, *(v for v in (manifest.get("variants") or {}) if v != default))
+        if task == TEXT_CLASSIFICATION:
             inputs = (Tensor("text", "BYTES", (-1,)),)
         else:
-            size = predictor.preprocessing.size
-            inputs = (Tensor("image", "BYTES", (-1,)), Tensor(predictor.input_name, "FP32", (-1, 3, size, size)))
+            size = (manifest.get("preprocessing") or {}).get("size", -1)
+            inputs = (Tensor("image", "BYTES", (-1,)),
+                      Tensor(manifest["inputs"][0]["name"], "FP32", (-1, 3, size, size)))
         outputs = (Tensor("probabilities", "FP32", (-1, classes)), Tensor("logits", "FP32", (-1, classes)),
                    Tensor("class_index", "INT64", (-1,)), Tensor("label", "BYTES", (-1,)))
         return ModelInfo(export_id, versions, inputs, outputs)
@@ -118,34 +127,41 @@ class Inference:
               ) -> dict[str, np.ndarray | list[bytes]]:
         """Run an export on one input tensor, named as ``model_info`` says: every output of
         ``OUTPUTS``, computed as ``predict`` computes them (the same predictions, all classes)."""
-        if version and version not in self.model_info(export_id).versions:
+        info = self.model_info(export_id)
+        if version and version not in info.versions:
             raise NotFound("model_version", f"export {export_id} has no variant {shown(version)}")
-        predictor = self._classifier(export_id, version or None)
         if len(inputs) != 1:
             raise InvalidArgument("inputs", f"send exactly one input tensor, got {len(inputs)}")
         (name, value), = inputs.items()
+        spec = next((t for t in info.inputs if t.name == name), None)
+        if spec is None:
+            raise InvalidArgument("inputs", f"export {export_id} takes one of: "
+                                            f"{', '.join(t.name for t in info.inputs)}; got {shown(name)}")
+        if (spec.datatype == "BYTES") != isinstance(value, list):
+            raise InvalidArgument(f"inputs.{name}", f"must be {spec.datatype} {list(spec.shape)}")
         n = len(value)
         if not 1 <= n <= MAX_PREDICT_INPUTS:
             raise InvalidArgument(f"inputs.{name}", f"1 to {MAX_PREDICT_INPUTS} items per request, got {n}")
+        # The default variant shares Predict's warm session (one cache entry per export and variant).
+        predictor = self._classifier(export_id, None if version in ("", info.versions[0]) else version)
         classes = len(predictor.labels)
-        if isinstance(predictor, TextPredictor) and name == "text":
-            try:
-                texts = [b.decode("utf-8") for b in value]
-            except (UnicodeDecodeError, AttributeError):
-                raise InvalidArgument("inputs.text", "every element must be UTF-8 bytes") from None
-            found = predictor.predict_texts(texts, top_k=classes)
-        elif isinstance(predictor, ImagePredictor) and name == "image":
-            found = predictor.predict_encoded(list(value), top_k=classes)
-        elif isinstance(predictor, ImagePredictor) and name == predictor.input_name:
-            size = predictor.preprocessing.size
-            if value.dtype != np.float32 or value.shape[1:] != (3, size, size):
-                raise InvalidArgument(f"inputs.{name}", f"expected FP32 [N, 3, {size}, {size}], got "
-                                                        f"{value.dtype} {list(value.shape)}")
-            found = predictions([f"{name}[{i}]" for i in range(n)], predictor.logits(value), predictor.labels,
-                                classes)
-        else:
-            wanted = ", ".join(t.name for t in self.model_info(export_id).inputs)
-            raise InvalidArgument("inputs", f"export {export_id} takes one of: {wanted}; got {shown(name)}")
+        try:
+            if name == "text":
+                try:
+                    texts = [b.decode("utf-8") for b in value]
+                except UnicodeDecodeError:
+                    raise InvalidArgument("texts[0]", "every element must be UTF-8") from None
+                found = predictor.predict_texts(texts, top_k=classes)
+            elif name == "image":
+                found = predictor.predict_encoded(list(value), top_k=classes)
+            else:
+                if value.dtype != np.float32 or tuple(value.shape[1:]) != spec.shape[1:]:
+                    raise InvalidArgument(f"inputs.{name}", f"expected FP32 {list(spec.shape)}, got "
+                                                            f"{value.dtype} {list(value.shape)}")
+                found = predictions([f"{name}[{i}]" for i in range(n)], predictor.logits(value), predictor.labels,
+                                    classes)
+        except InvalidArgument as e:  # Predict's names for an element (images[i], texts[i]) in this API's
+            raise InvalidArgument(re.sub(r"^(images|texts)(?=\[)", f"inputs.{name}", e.subject), e.message) from None
         probabilities = np.zeros((n, classes), np.float32)
         for row, p in zip(probabilities, found):
             row[p.indices] = [s for _, s in p.top]

@@ -83,15 +83,16 @@ class _TokenCall:
 def open_channel(target: str, token: str | None = None, tls_ca: str | Path | None = None,
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
                  server_name: str | None = None) -> grpc.Channel:
-    """A channel to an edgetune server: TLS when ``tls_ca`` is given (the CA that signed the
-    server's certificate; ``tls_cert``/``tls_key`` add a client certificate for mTLS), plaintext
-    otherwise; ``token`` rides on every call. ``server_name`` overrides the name the server's
-    certificate is checked against (default: the target's host)."""
+    """A channel to an edgetune server: TLS when ``tls_ca`` (the CA that signed the server's
+    certificate; without it, the system's CAs) or a client certificate (``tls_cert`` and
+    ``tls_key``, for mutual TLS) is given, plaintext otherwise; ``token`` rides on every call.
+    ``server_name`` overrides the name the server's certificate is checked against (default: the
+    target's host)."""
     options = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
-    if tls_ca:
-        if bool(tls_cert) != bool(tls_key):
-            raise ValueError("a client certificate needs both tls_cert and tls_key")
-        creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes(),
+    if bool(tls_cert) != bool(tls_key):
+        raise ValueError("a client certificate needs both tls_cert and tls_key")
+    if tls_ca or tls_cert:
+        creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes() if tls_ca else None,
                                              Path(tls_key).read_bytes() if tls_key else None,
                                              Path(tls_cert).read_bytes() if tls_cert else None)
         if server_name:

@@ -344,10 +344,10 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 50051, refl
     Prometheus metrics on (host, port) too."""
     security.check_bind(host)  # before the store is opened
     running = RunningServer(EdgetuneService(config), host, port, reflection, security=security)
-    running.start()
-    if metrics_address:
+    if metrics_address:  # before start: a port in use stops us before any job is resumed
         metrics_port = running.metrics.serve(*metrics_address)
         on_ready(f"metrics on http://{metrics_address[0]}:{metrics_port}/metrics")
+    running.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -208,6 +208,7 @@ class Guard(grpc.ServerInterceptor):
     def fail(self, context: grpc.ServicerContext, method: str, e: Exception):
         if not isinstance(e, EdgetuneError):
             if isinstance(e, grpc.RpcError) or not context.is_active():  # the client went away
+                log.info("%s: the client went away (%s: %s)", method, type(e).__name__, e)
                 self.count(method, grpc.StatusCode.CANCELLED)
                 context.abort(grpc.StatusCode.CANCELLED, "the client cancelled the call")
             log.exception("%s failed", method)

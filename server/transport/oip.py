@@ -24,6 +24,7 @@ DTYPES = {"BOOL": (np.bool_, "bool_contents"), "INT8": (np.int8, "int_contents")
           "FP16": (np.float16, None), "FP32": (np.float32, "fp32_contents"), "FP64": (np.float64, "fp64_contents"),
           "BYTES": (None, "bytes_contents")}
 MAX_ELEMENTS = 64 * 3 * 1024 * 1024  # 64 images of 1024 x 1024 (the largest image_size)
+MAX_DIMS = 8
 
 
 def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray | list[bytes]]:
@@ -37,13 +38,13 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray | list[
         field = f"inputs[{i}]"
         if t.datatype not in DTYPES:
             raise InvalidArgument(f"{field}.datatype", f"unknown datatype {t.datatype[:20]!r}; one of {', '.join(DTYPES)}")
-        if not t.shape or any(d < 0 for d in t.shape):
-            raise InvalidArgument(f"{field}.shape", "dimensions must be >= 0, at least one")
+        if not 1 <= len(t.shape) <= MAX_DIMS or any(not 0 <= d <= MAX_ELEMENTS for d in t.shape):
+            raise InvalidArgument(f"{field}.shape", f"1 to {MAX_DIMS} dimensions, each 0 to {MAX_ELEMENTS}")
         count = 1
         for d in t.shape:
             count *= d
-            if count > MAX_ELEMENTS:
-                raise InvalidArgument(f"{field}.shape", f"more than {MAX_ELEMENTS} elements")
+        if count > MAX_ELEMENTS:
+            raise InvalidArgument(f"{field}.shape", f"more than {MAX_ELEMENTS} elements")
         if t.name in out:
             raise InvalidArgument(f"{field}.name", f"input {t.name[:64]!r} sent twice")
         dtype, contents = DTYPES[t.datatype]
@@ -59,11 +60,22 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray | list[
             if len(values) != count:
                 raise InvalidArgument(f"{field}.contents", f"{len(values)} values for shape {list(t.shape)} "
                                                            f"({count} elements)")
-            value = list(values) if dtype is None else np.array(values, dtype)
-        out[t.name] = value if dtype is None else value.reshape(tuple(t.shape))
+            value = list(values) if dtype is None else _typed(values, dtype, field)
         if dtype is None and len(t.shape) != 1:
             raise InvalidArgument(f"{field}.shape", "BYTES inputs are one-dimensional: [N]")
+        out[t.name] = value if dtype is None else value.reshape(tuple(t.shape))
     return out
+
+
+def _typed(values, dtype, field: str) -> np.ndarray:
+    """Typed contents as ``dtype``; an integer out of its range is refused, never wrapped."""
+    if np.issubdtype(dtype, np.integer):
+        wide = np.array(values, np.uint64 if np.issubdtype(dtype, np.unsignedinteger) else np.int64)
+        info = np.iinfo(dtype)
+        if wide.size and (wide.min() < info.min or wide.max() > info.max):
+            raise InvalidArgument(f"{field}.contents", f"values outside the range of {np.dtype(dtype).name}")
+        return wide.astype(dtype)
+    return np.array(values, dtype)
 
 
 def _from_raw(data: bytes, datatype: str, dtype, count: int, field: str) -> np.ndarray | list[bytes]:
@@ -138,16 +150,16 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[meta(name=t.name, datatype=t.datatype, shape=t.shape) for t in info.outputs])
 
     def ModelInfer(self, request, context):
+        wanted = [o.name for o in request.outputs] or list(OUTPUTS)
+        unknown = [w for w in wanted if w not in OUTPUTS]
+        if unknown:
+            raise InvalidArgument("outputs", f"unknown output {unknown[0][:64]!r}; one of {', '.join(OUTPUTS)}")
         start = time.perf_counter()
         try:
             outputs = self.s.inference.infer(request.model_name, request.model_version, decode_inputs(request))
         except EdgetuneError as e:
             raise _model_fields(e) from None
         self.metrics.inference.labels(request.model_name, "ModelInfer").observe(time.perf_counter() - start)
-        wanted = [o.name for o in request.outputs] or list(OUTPUTS)
-        unknown = [w for w in wanted if w not in outputs]
-        if unknown:
-            raise InvalidArgument("outputs", f"unknown output {unknown[0][:64]!r}; one of {', '.join(OUTPUTS)}")
         response = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
                                          id=request.id)
         for name in wanted:

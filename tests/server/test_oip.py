@@ -148,3 +148,35 @@ def test_typed_contents_and_size_checks(secured):
                    contents=oip.InferTensorContents(bytes_contents=[env["image"]]))]), timeout=10)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND and e.value.details().startswith("model_version:")
     c.close()
+
+
+def test_hostile_tensors_are_invalid_argument_never_internal(secured):
+    env = secured
+    c, stub = infer_stub(env)
+    model = env["export"].id
+    Tensor = oip.ModelInferRequest.InferInputTensor
+    pixels = stub.ModelMetadata(oip.ModelMetadataRequest(name=model), timeout=10).inputs[1].name
+    cases = [
+        (Tensor(name=pixels, datatype="FP32", shape=[0, 2**62, 2**62]), [b""], "inputs[0].shape"),
+        (Tensor(name=pixels, datatype="FP32", shape=[1] * 65, contents=oip.InferTensorContents(fp32_contents=[1])),
+         [], "inputs[0].shape"),
+        (Tensor(name=pixels, datatype="BYTES", shape=[1], contents=oip.InferTensorContents(bytes_contents=[b"x"])),
+         [], f"inputs.{pixels}"),
+        (Tensor(name="image", datatype="UINT8", shape=[3], contents=oip.InferTensorContents(uint_contents=[1, 2, 3])),
+         [], "inputs.image"),
+        (Tensor(name="image", datatype="INT8", shape=[2], contents=oip.InferTensorContents(int_contents=[1000, -129])),
+         [], "inputs[0].contents"),
+        (Tensor(name="image", datatype="BYTES", shape=[2],
+                contents=oip.InferTensorContents(bytes_contents=[env["image"], b"not an image"])), [], "inputs.image[1]"),
+    ]
+    for tensor, raw, field in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            stub.ModelInfer(oip.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=raw),
+                            timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith(field), \
+            (field, e.value.details())
+    with pytest.raises(grpc.RpcError) as e:  # outputs are checked before anything runs
+        stub.ModelInfer(oip.ModelInferRequest(model_name=model, outputs=[
+            oip.ModelInferRequest.InferRequestedOutputTensor(name="nope")]), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith("outputs:")
+    c.close()

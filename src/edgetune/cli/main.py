@@ -323,7 +323,12 @@ def _demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser()  # defaults come from EDGETUNE_* settings, which may not parse
+    except EdgetuneError as e:
+        print(f"edgetune: error: {e.subject}: {e.message}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from edgetune.cli.remote import run_remote, run_serve, run_token
     from edgetune.quiet import quiet_libraries

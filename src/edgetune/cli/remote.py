@@ -11,8 +11,21 @@ from edgetune.tasks import IMAGE_CLASSIFICATION, METHODS, TASKS
 
 
 def _env(name: str, default):
+    """An ``EDGETUNE_*`` setting as the type of its default (booleans: 1/true/yes/on, 0/false/no/off)."""
     value = os.environ.get(name)
-    return type(default)(value) if value is not None else default
+    if value is None:
+        return default
+    if isinstance(default, bool):
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.strip().lower() in ("", "0", "false", "no", "off"):
+            return False
+    else:
+        try:
+            return type(default)(value)
+        except ValueError:
+            pass
+    raise EdgetuneError(name, f"cannot read {value[:40]!r} as {type(default).__name__}")
 
 
 def add_parsers(sub) -> None:
@@ -35,7 +48,7 @@ def add_parsers(sub) -> None:
                        help="seconds without progress after which a job's worker counts as hung")
     serve.add_argument("--grace", type=float, default=_env("EDGETUNE_GRACE_S", 10.0),
                        help="seconds in-flight RPCs get on SIGTERM")
-    serve.add_argument("--reflection", action="store_true", default=bool(_env("EDGETUNE_REFLECTION", 0)),
+    serve.add_argument("--reflection", action="store_true", default=_env("EDGETUNE_REFLECTION", False),
                        help="enable server reflection (grpcurl, Postman)")
     serve.add_argument("--metrics-port", type=int, default=_env("EDGETUNE_METRICS_PORT", -1),
                        help="serve Prometheus metrics on this port (0: a free one; default off)")
@@ -49,7 +62,7 @@ def add_parsers(sub) -> None:
     sec.add_argument("--tls-key", metavar="PEM", default=_env("EDGETUNE_TLS_KEY", ""))
     sec.add_argument("--tls-client-ca", metavar="PEM", default=_env("EDGETUNE_TLS_CLIENT_CA", ""),
                      help="require client certificates signed by this CA (mutual TLS)")
-    sec.add_argument("--insecure", action="store_true", default=bool(_env("EDGETUNE_INSECURE", 0)),
+    sec.add_argument("--insecure", action="store_true", default=_env("EDGETUNE_INSECURE", False),
                      help="serve beyond loopback without tokens or TLS (logged as a warning)")
 
     token = sub.add_parser("token", help="manage the server's bearer tokens").add_subparsers(dest="token",
@@ -199,9 +212,14 @@ def run_remote(args) -> int:
 
     from edgetune.server.transport.client import EdgetuneClient
 
-    client = EdgetuneClient(args.server, token=args.token or None, tls_ca=args.tls_ca or None,
-                            tls_cert=args.tls_cert or None, tls_key=args.tls_key or None,
-                            server_name=args.server_name or None)
+    try:
+        client = EdgetuneClient(args.server, token=args.token or None, tls_ca=args.tls_ca or None,
+                                tls_cert=args.tls_cert or None, tls_key=args.tls_key or None,
+                                server_name=args.server_name or None)
+    except ValueError as e:
+        raise EdgetuneError("--tls-cert", str(e)) from None
+    except OSError as e:  # a TLS file that cannot be read
+        raise EdgetuneError(getattr(e, "filename", None) or "--tls-ca", e.strerror or str(e)) from None
     try:
         return _REMOTE[args.remote](client, args) or 0
     except grpc.RpcError as e:

@@ -67,7 +67,8 @@ class DatasetsServicer:
         size at your link speed plus validation, e.g. 60 s + 1 s per 10 MB.
         Errors: INVALID_ARGUMENT (missing header, bad name/format, sha256 or size mismatch, unsafe
         archive entries, an unusable dataset: the field or file is named), RESOURCE_EXHAUSTED
-        (declared or actual size over the server's quota).
+        (header.total_size: over the upload limit or the caller's storage quota; dataset: its files,
+        once extracted, over the quota), DEADLINE_EXCEEDED (no message for 60 s).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -69,7 +69,7 @@ def test_errors_exit_2_without_traceback_in_a_real_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgetune.cli", "train", "image", "--data", str(tmp_path),
                            "--out", str(tmp_path / "r"), "--lr", "-1"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "edgetune: error: optim.lr: must be > 0, got -1.0"
+    assert proc.stderr.strip() == "edgetune: error: optim.lr: must be in (0, 10.0], got -1.0"
 
 
 def test_gpus_beyond_the_machine_or_below_one_is_one_line_and_exit_2(tmp_path, capsys):
